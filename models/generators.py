@@ -1,0 +1,127 @@
+"""Generator networks G for DGN-AM: code -> image, registered beside the target nets.
+
+The DeePSiM architectures (Dosovitskiy & Brox 2016) follow papers.md layer for layer, with the Caffe layer
+names so converted weights map one to one. Their output is BGR on a 0-255 scale minus the ImageNet mean;
+`GeneratorEntry.to_image01` undoes that convention, so tasks always see [0, 1] RGB images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .registry import register
+
+__all__ = ["GeneratorEntry", "DeePSiM", "TinyGenerator"]
+
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """A generator prior: `build()` returns G (untrained); G(code [B, *code_shape]) -> raw image.
+
+    raw image -> [0, 1] RGB: x = raw + mean (per channel, generator's channel order), / scale, flip if bgr.
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    code_shape: tuple[int, ...]
+    out_size: int
+    bgr: bool = True
+    mean: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    scale: float = 255.0
+    default_weights: Callable[[], str] | None = None
+    description: str = ""
+    kind: str = field(default="generator", init=False)
+
+    @property
+    def example_input_shape(self) -> tuple[int, ...]:
+        return self.code_shape
+
+    def to_image01(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw generator output -> [0, 1]-scale RGB (not clamped: gradients must flow at the edges)."""
+        mean = raw.new_tensor(self.mean).view(1, 3, 1, 1)
+        x = (raw + mean) / self.scale
+        return x.flip(1) if self.bgr else x
+
+
+def _lrelu() -> nn.Module:
+    return nn.LeakyReLU(0.3)
+
+
+class DeePSiM(nn.Module):
+    """DeePSiM generator inverting CaffeNet fc6/fc7 (code [B, 4096]) or pool5 (code [B, 256, 6, 6]).
+
+    Output: [B, 3, 256, 256], BGR, 0-255 scale minus the ImageNet mean.
+    """
+
+    def __init__(self, variant: str = "fc6"):
+        super().__init__()
+        self.variant = variant
+        if variant in ("fc6", "fc7"):
+            self.defc7 = nn.Linear(4096, 4096)
+            self.defc6 = nn.Linear(4096, 4096)
+            self.defc5 = nn.Linear(4096, 4096)
+            first = 256
+        elif variant == "pool5":
+            self.conv6 = nn.Conv2d(256, 512, 3, padding=1)
+            self.conv7 = nn.Conv2d(512, 512, 3, padding=1)
+            self.conv8 = nn.Conv2d(512, 512, 3, padding=0)
+            first = 512
+        else:
+            raise ValueError(f"unknown DeePSiM variant {variant!r}; use fc6, fc7 or pool5")
+        self.deconv5 = nn.ConvTranspose2d(first, 256, 4, 2, 1)
+        self.conv5_1 = nn.ConvTranspose2d(256, 512, 3, 1, 1)
+        self.deconv4 = nn.ConvTranspose2d(512, 256, 4, 2, 1)
+        self.conv4_1 = nn.ConvTranspose2d(256, 256, 3, 1, 1)
+        self.deconv3 = nn.ConvTranspose2d(256, 128, 4, 2, 1)
+        self.conv3_1 = nn.ConvTranspose2d(128, 128, 3, 1, 1)
+        self.deconv2 = nn.ConvTranspose2d(128, 64, 4, 2, 1)
+        self.deconv1 = nn.ConvTranspose2d(64, 32, 4, 2, 1)
+        self.deconv0 = nn.ConvTranspose2d(32, 3, 4, 2, 1)
+        self.act = _lrelu()
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        a = self.act
+        if self.variant == "pool5":
+            x = a(self.conv8(a(self.conv7(a(self.conv6(code))))))
+        else:
+            x = a(self.defc5(a(self.defc6(a(self.defc7(code))))))
+            x = x.view(-1, 256, 4, 4)
+        for layer in (self.deconv5, self.conv5_1, self.deconv4, self.conv4_1, self.deconv3, self.conv3_1,
+                      self.deconv2, self.deconv1):
+            x = a(layer(x))
+        return self.deconv0(x)
+
+
+class TinyGenerator(nn.Module):
+    """A small generator (code [B, code_dim] -> [B, 3, 64, 64]) for tests and quick CPU runs."""
+
+    def __init__(self, code_dim: int = 64, width: int = 64):
+        super().__init__()
+        self.fc = nn.Linear(code_dim, width * 4 * 4)
+        self.width = width
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(width, width, 4, 2, 1), _lrelu(),           # 8
+            nn.ConvTranspose2d(width, width // 2, 4, 2, 1), _lrelu(),      # 16
+            nn.ConvTranspose2d(width // 2, width // 4, 4, 2, 1), _lrelu(),  # 32
+            nn.ConvTranspose2d(width // 4, 3, 4, 2, 1),                      # 64
+        )
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.nn.functional.leaky_relu(self.fc(code), 0.3).view(-1, self.width, 4, 4))
+
+
+for _entry in (
+    GeneratorEntry("deepsim-fc6", lambda: DeePSiM("fc6"), (4096,), 256,
+                   description="DeePSiM generator inverting CaffeNet fc6 (Dosovitskiy & Brox 2016)"),
+    GeneratorEntry("deepsim-fc7", lambda: DeePSiM("fc7"), (4096,), 256,
+                   description="DeePSiM generator inverting CaffeNet fc7"),
+    GeneratorEntry("deepsim-pool5", lambda: DeePSiM("pool5"), (256, 6, 6), 256,
+                   description="DeePSiM generator inverting CaffeNet pool5"),
+    GeneratorEntry("tiny", lambda: TinyGenerator(64), (64,), 64, bgr=False, mean=(0.5, 0.5, 0.5), scale=1.0,
+                   description="small 64-d -> 64x64 generator for tests and quick runs"),
+):
+    register(_entry)

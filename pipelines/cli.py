@@ -1,0 +1,179 @@
+"""The `neuron-atlas` command line (also `python -m pipelines`).
+
+Subcommands: `layers` (list addressable layers) and `atlas` (the main job). Any flag may also come from a
+TOML file given with `--config` (keys are flag names, with '-' or '_'); flags on the command line win.
+User errors print one line, `neuron-atlas: error: ...`, and exit with status 2, with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+
+from models.errors import UserInputError
+
+__all__ = ["main", "build_parser"]
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers, e.g. 0.485,0.456,0.406")
+    return vals  # type: ignore[return-value]
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mobilenet_v2", help="registry name or package.module:Callable")
+    g.add_argument("--weights", help="weights URI (any fsspec URI), or 'random'; default: the embedded weights")
+    g.add_argument("--input-size", type=int, help="input size for a package.module:Callable model")
+    g.add_argument("--mean", type=_floats3, help="per-channel mean, in the net's channel order and scale")
+    g.add_argument("--std", type=_floats3, help="per-channel std")
+    g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
+    g.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
+    g.add_argument("--config", help="TOML file holding any of the flags")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuron-atlas", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("layers", help="list addressable layers with unit counts and spatial sizes")
+    _add_model_flags(p)
+
+    p = sub.add_parser("atlas", help="one synthesized image per (layer, unit, seed)")
+    _add_model_flags(p)
+    g = p.add_argument_group("selection")
+    g.add_argument("--layers", help="comma-separated layer paths; default: the model's demo selection")
+    g.add_argument("--units", default="all", help="'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
+    g.add_argument("--layer-units", action="append", type=_key_value, default=[], metavar="LAYER=SPEC",
+                   help="units for one layer, overriding --units")
+    g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
+    g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=["image", "dgn"], default="image")
+    g.add_argument("--steps", type=int, default=200)
+    g.add_argument("--lr", type=float, help="start learning rate (image: 6 pixel levels; dgn: 8)")
+    g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
+    g.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
+                   help="step = lr * g / mean|g| per item (default on for both methods)")
+    g.add_argument("--preset", default="lowfreq", help="image AM regularizer preset: sparse, highfreq, "
+                   "lowfreq (the paper's best), contrib, none")
+    g.add_argument("--generator", default="deepsim-fc6", help="DGN-AM generator (registry name)")
+    g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
+    g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
+    g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")
+    g.add_argument("--l2", choices=["decay", "paper"], default="decay",
+                   help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
+    g.add_argument("--l2-lambda", type=float, default=0.005)
+    g = p.add_argument_group("execution")
+    g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
+    g.add_argument("--address", default="local", help="'local', 'auto' or a ray:// address")
+    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=1.0)
+    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
+    return parser
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return
+    try:
+        with open(known.config, "rb") as f:
+            values = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UserInputError(f"cannot read --config {known.config!r}: {e}") from e
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in sub.choices.items():
+        dests = {a.dest for a in sp._actions}
+        unknown = sorted(set(values) - dests)
+        if name in argv and unknown:
+            raise UserInputError(f"--config {known.config!r}: unknown keys {unknown}; use the flag names of "
+                                 f"'neuron-atlas {name} --help'")
+        sp.set_defaults(**{k: v for k, v in values.items() if k in dests})
+
+
+def _cmd_layers(args) -> int:
+    from models.layers import format_layers
+    from models.loading import RANDOM_WEIGHTS, load_net
+    from models.registry import resolve_model
+
+    entry = resolve_model(args.model, input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
+    net = load_net(entry, args.weights or RANDOM_WEIGHTS, storage_options=dict(args.storage_option))
+    print(format_layers(net.layers))
+    return 0
+
+
+def _atlas_spec(args):
+    from tasks.actor import NetSpec
+    from tasks.dgn import DGNConfig
+    from tasks.image_am import ImageAMConfig
+
+    from .spec import AtlasSpec
+
+    common = {k: v for k, v in {"lr": args.lr, "lr_end": args.lr_end, "normalize": args.normalize_grad}.items()
+              if v is not None}
+    if args.method == "image":
+        config = ImageAMConfig.from_preset(args.preset, **common)
+        generator = None
+    else:
+        config = DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, **common)
+        generator = args.generator
+    storage = dict(args.storage_option)
+    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
+                  std=args.std, bgr=args.bgr, generator=generator, generator_weights=args.generator_weights,
+                  storage_options=storage)
+    layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else ()
+    return AtlasSpec(net=net, config=config, layers=layers, units=args.units,
+                     layer_units=tuple(args.layer_units), seeds=args.seeds, steps=args.steps,
+                     snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
+                     batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                     address=args.address)
+
+
+def _cmd_atlas(args) -> int:
+    from .runner import run_atlas
+    from .spec import plan
+
+    p = plan(_atlas_spec(args))
+    print(f"neuron-atlas: {len(p.items)} items ({args.method}, {p.spec.steps} steps) -> {args.out}", file=sys.stderr)
+    summary = run_atlas(p, log=lambda m: print(m, file=sys.stderr))
+    print(summary.line(args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        _apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        handler = {"layers": _cmd_layers, "atlas": _cmd_atlas}[args.command]
+        return handler(args)
+    except UserInputError as e:
+        print(f"neuron-atlas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neuron-atlas: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The frozen run spec of an atlas job (STYLE 6: CLI/TOML -> run spec -> work items -> actors).
+
+`plan()` validates everything against the real network before anything is written (unknown layer, unit or
+position out of range, unreadable weights or bounds, unwritable --out all raise UserInputError) and turns
+the spec into the full work list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from models.errors import UserInputError
+from models.loading import RANDOM_WEIGHTS, LoadedNet, load_net
+from models.registry import model_slug, registry, resolve_model
+from models.units import parse_units, resolve_units
+from tasks.actor import NetSpec, WorkItem
+from tasks.dgn import DGNConfig
+from tasks.image_am import ImageAMConfig
+
+from .keys import ItemKey, hyperparams_json, safe_segment
+from .storage import Store
+
+__all__ = ["AtlasSpec", "Plan", "plan", "read_bounds"]
+
+
+@dataclass(frozen=True)
+class AtlasSpec:
+    net: NetSpec
+    config: ImageAMConfig | DGNConfig
+    layers: tuple[str, ...] = ()  # empty: the model's default selection
+    units: str = "all"
+    layer_units: tuple[tuple[str, str], ...] = ()  # per-layer overrides of `units`
+    seeds: int = 2
+    steps: int = 200
+    snapshot: str | None = None  # default: the weights file's stem
+    out: str = "./atlas-out"
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    bounds: str | None = None  # URI of per-unit code upper bounds (DGN-AM)
+    batch_size: int | None = None
+    actors: int | None = None
+    gpus_per_actor: float = 1.0
+    address: str = "local"
+
+    @property
+    def method(self) -> str:
+        return "dgn" if isinstance(self.config, DGNConfig) else "image"
+
+
+@dataclass
+class Plan:
+    spec: AtlasSpec
+    target: LoadedNet
+    generator: LoadedNet | None
+    items: list[tuple[ItemKey, WorkItem]]  # every item of the run, in layer order
+    code_upper: np.ndarray | None
+    hyperparams: str
+    snapshot: str
+
+    @property
+    def model_slug(self) -> str:
+        return model_slug(self.spec.net.model)
+
+
+def read_bounds(uri: str, storage_options: Mapping[str, Any]) -> tuple[np.ndarray, str]:
+    """Per-unit upper bounds from .npy, .parquet (column 'upper') or whitespace text (the authors' files)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(uri, "rb", **dict(storage_options)) as f:
+            blob = f.read()
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"cannot read --bounds {uri!r}: {e}") from e
+    try:
+        if uri.endswith(".npy"):
+            arr = np.load(io.BytesIO(blob), allow_pickle=False)
+        elif uri.endswith(".parquet"):
+            arr = pq.read_table(io.BytesIO(blob), columns=["upper"]).column("upper").to_numpy()
+        else:
+            arr = np.loadtxt(io.StringIO(blob.decode()), dtype=np.float32).reshape(-1)
+    except Exception as e:
+        raise UserInputError(f"--bounds {uri!r} is not a .npy, .parquet (column 'upper') or text file of "
+                             f"numbers: {e}") from e
+    return np.asarray(arr, dtype=np.float32).reshape(-1), hashlib.sha256(blob).hexdigest()
+
+
+def _snapshot_name(spec: AtlasSpec, weights_uri: str) -> str:
+    if spec.snapshot:
+        return safe_segment(spec.snapshot, "snapshot")
+    if weights_uri == RANDOM_WEIGHTS:
+        return "random"
+    stem = os.path.basename(weights_uri.rstrip("/")).split(".")[0]
+    return safe_segment(stem or "weights", "snapshot")
+
+
+def plan(spec: AtlasSpec) -> Plan:
+    """Validate `spec` against the network and storage, and list every (key, work item) of the run."""
+    if spec.seeds < 1:
+        raise UserInputError(f"--seeds {spec.seeds} must be at least 1")
+    if spec.steps < 1:
+        raise UserInputError(f"--steps {spec.steps} must be at least 1")
+    if spec.batch_size is not None and spec.batch_size < 1:
+        raise UserInputError(f"--batch-size {spec.batch_size} must be at least 1")
+    entry = spec.net.entry()
+    target = load_net(entry, spec.net.weights, storage_options=spec.storage_options)
+    config, code_upper, generator = spec.config, None, None
+    if spec.method == "dgn":
+        if not spec.net.generator:
+            raise UserInputError("--method dgn needs --generator (e.g. deepsim-fc6 or tiny)")
+        gen_entry = resolve_model(spec.net.generator)
+        if getattr(gen_entry, "kind", None) != "generator":
+            gens = ", ".join(n for n, e in registry().items() if getattr(e, "kind", "") == "generator")
+            raise UserInputError(f"--generator {spec.net.generator!r} is not a generator; use one of {gens}")
+        if not spec.net.generator_weights and gen_entry.default_weights is None:
+            raise UserInputError(f"generator {gen_entry.name!r} has no embedded weights; pass "
+                                 f"--generator-weights URI (or --generator-weights {RANDOM_WEIGHTS})")
+        generator = load_net(gen_entry, spec.net.generator_weights, storage_options=spec.storage_options)
+        if spec.bounds:
+            code_upper, digest = read_bounds(spec.bounds, spec.storage_options)
+            need = int(np.prod(gen_entry.code_shape))
+            if code_upper.size != need:
+                raise UserInputError(f"--bounds {spec.bounds!r} has {code_upper.size} values but generator "
+                                     f"{gen_entry.name!r} has {need} code units")
+            config = replace(config, bounds_digest=digest)
+    selection = _selection(spec, entry)
+    snapshot = _snapshot_name(spec, target.weights_uri)
+    hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(),
+                           **_generator_hp(spec, generator)})
+    slug = safe_segment(model_slug(spec.net.model), "model")
+    items: list[tuple[ItemKey, WorkItem]] = []
+    for layer, units_spec in selection:
+        if layer not in target.layers:
+            raise UserInputError(f"unknown layer {layer!r}; run 'neuron-atlas layers --model {spec.net.model}' "
+                                 "to list the addressable layers")
+        if safe_segment(layer, "layer") != layer:
+            raise UserInputError(f"layer name {layer!r} cannot name an output path")
+        for u in resolve_units(parse_units(units_spec), target.layers[layer], spec.net.model):
+            for seed in range(spec.seeds):
+                key = ItemKey(slug, snapshot, layer, u.channel, u.y, u.x, seed, spec.method, hp)
+                items.append((key, WorkItem(u, seed)))
+    Store(spec.out, spec.storage_options).check_writable()
+    return Plan(replace(spec, config=config), target, generator, items, code_upper, hp, snapshot)
+
+
+def _selection(spec: AtlasSpec, entry) -> list[tuple[str, str]]:
+    overrides = dict(spec.layer_units)
+    if spec.layers:
+        layers = list(dict.fromkeys(spec.layers))
+        for layer in overrides:
+            if layer not in layers:
+                raise UserInputError(f"--layer-units names {layer!r}, which is not in --layers; add it there")
+        return [(layer, overrides.get(layer, spec.units)) for layer in layers]
+    default = getattr(entry, "default_selection", ())
+    if not default:
+        raise UserInputError(f"pass --layers for model {spec.net.model!r}; "
+                             f"'neuron-atlas layers --model {spec.net.model}' lists them")
+    return [(layer, overrides.get(layer, units)) for layer, units in default]
+
+
+def _generator_hp(spec: AtlasSpec, generator: LoadedNet | None) -> dict:
+    if generator is None:
+        return {}
+    return {"generator": spec.net.generator, "generator_sha256": (generator.weights_sha256 or RANDOM_WEIGHTS)[:16]}

@@ -1,0 +1,151 @@
+"""The synthesis actor: loads the target net (and generator) once on its device, then optimizes batches.
+
+`SynthesisActor` is a plain class so it can be tested without Ray; `pipelines` wraps it with `ray.remote`.
+A batch holds many (unit, seed) items of one method; they are optimized together, each with its own
+objective, and the net runs only as deep as the deepest layer the batch needs. No storage I/O happens here
+except loading weights through `models` (images and numbers go back to the caller).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from models.capture import capture
+from models.loading import load_net
+from models.registry import resolve_model
+from models.units import Unit
+
+from .dgn import DGNConfig, dgn_parameterization
+from .image_am import ImageAMConfig, image_parameterization
+from .loop import LoopResult, optimize
+from .objectives import per_item, unit
+
+__all__ = ["NetSpec", "WorkItem", "Batch", "ItemResult", "BatchResult", "SynthesisActor", "pick_device"]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What an actor loads: the target net (+ preprocessing overrides) and, for DGN-AM, the generator."""
+
+    model: str
+    weights: str | None = None
+    input_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    bgr: bool | None = None
+    generator: str | None = None
+    generator_weights: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def entry(self):
+        return resolve_model(self.model, input_size=self.input_size, mean=self.mean, std=self.std, bgr=self.bgr)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    unit: Unit
+    seed: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    items: tuple[WorkItem, ...]
+    config: ImageAMConfig | DGNConfig
+    steps: int
+
+    @property
+    def method(self) -> str:
+        return "dgn" if isinstance(self.config, DGNConfig) else "image"
+
+
+@dataclass
+class ItemResult:
+    item: WorkItem
+    image: np.ndarray  # uint8 [H, W, 3]
+    act_start: float
+    act_final: float
+    act_best: float
+    activation: np.ndarray  # float32 [C]: the probed layer at the unit's position, for the final image
+    objective: str
+
+
+@dataclass
+class BatchResult:
+    results: list[ItemResult]
+    seconds: float  # time spent synthesizing (the accounting numerator)
+    device: str
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SynthesisActor:
+    """Holds the loaded nets on one device and turns batches into images and activations."""
+
+    def __init__(self, spec: NetSpec, *, device: str | None = None, threads: int | None = None,
+                 code_upper: np.ndarray | None = None, seed: int = 0):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = pick_device(device)
+        self.spec = spec
+        entry = spec.entry()
+        self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
+                               seed=seed)
+        self.normalize = entry.preprocessing.module().to(self.device)
+        self.preprocessing = entry.preprocessing
+        self.generator = None
+        self.code_upper = code_upper
+        if spec.generator:
+            gen_entry = resolve_model(spec.generator)
+            self.generator = load_net(gen_entry, spec.generator_weights, storage_options=spec.storage_options,
+                                      device=self.device, seed=seed)
+
+    def describe(self) -> dict:
+        """Digests and device, for the run manifest."""
+        out = {"device": str(self.device), "model_weights": self.target.weights_uri,
+               "model_sha256": self.target.weights_sha256}
+        if self.generator is not None:
+            out.update(generator_weights=self.generator.weights_uri, generator_sha256=self.generator.weights_sha256)
+        return out
+
+    def forward(self, x01: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        return capture(self.target.net, self.normalize(x01), layers, model_name=self.spec.model)
+
+    def run(self, batch: Batch) -> BatchResult:
+        t0 = time.perf_counter()
+        objective = per_item([unit(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x) for w in batch.items])
+        seeds = [w.seed for w in batch.items]
+        size = self.preprocessing.size
+        if isinstance(batch.config, DGNConfig):
+            if self.generator is None:
+                raise ValueError("this actor was started without a generator; DGN-AM batches need one")
+            g = self.generator
+            param = dgn_parameterization(batch.config, g.net, g.entry.to_image01, g.entry.code_shape, seeds,
+                                         size, self.device, self.code_upper)
+        else:
+            param = image_parameterization(batch.config, seeds, size, self.preprocessing.mean01_rgb, self.device)
+        layers = objective.layers
+        result = optimize(param, objective, lambda x: self.forward(x, layers), batch.steps, batch.config.rule)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))
+
+    @staticmethod
+    def _item_results(batch: Batch, r: LoopResult) -> list[ItemResult]:
+        out = []
+        images = r.images.numpy()
+        for i, w in enumerate(batch.items):
+            a = r.final_acts[w.unit.layer][i]
+            vec = a[:, w.unit.y, w.unit.x] if w.unit.y is not None else a.reshape(a.shape[0], -1)[:, 0]
+            out.append(ItemResult(w, images[i], float(r.act_start[i]), float(r.act_final[i]), float(r.act_best[i]),
+                                  vec.float().cpu().numpy(), unit(w.unit.layer, w.unit.channel, w.unit.y,
+                                                                  w.unit.x).description))
+        return out

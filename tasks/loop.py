@@ -1,0 +1,97 @@
+"""The one optimization loop that every synthesis method plugs into.
+
+A method supplies a `Parameterization` (STYLE 2): the tensor it optimizes, how that tensor renders to
+[0, 1] RGB images, an optional per-row penalty subtracted from the objective (DGN-AM's lambda*||y||), and an
+optional in-place `project` step applied after every update (clipping, decay, blur). The loop does gradient
+ascent on `objective(forward(render(params))) - penalty(params)` with a linear learning-rate schedule and,
+optionally, the released DGN-AM code's normalized steps (lr / mean|g| per row).
+
+Every row of the batch is an independent problem: nothing in the loop mixes rows, so a batch of many
+(unit, seed) items gives each item the result it would get alone (up to float reassociation).
+The final image is quantized to 8 bits before its activation is measured, so `act_final` is the
+activation of exactly the picture that gets saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .objectives import Acts, Objective
+
+__all__ = ["Parameterization", "StepRule", "LoopResult", "optimize", "quantize"]
+
+Forward = Callable[[torch.Tensor], Acts]
+
+
+@dataclass
+class Parameterization:
+    params: torch.Tensor  # [B, ...], optimized in place
+    render: Callable[[torch.Tensor], torch.Tensor]  # params -> x01 RGB [B, 3, H, W]
+    penalty: Callable[[torch.Tensor], torch.Tensor] | None = None  # params -> [B], subtracted
+    project: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None  # (params, grad, step), in place
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """params += lr_t * g, lr_t linear from `lr` to `lr_end`; `normalize` divides g by mean|g| per row."""
+
+    lr: float
+    lr_end: float | None = None
+    normalize: bool = False
+
+    def lr_at(self, t: int, steps: int) -> float:
+        if self.lr_end is None or steps <= 1:
+            return self.lr
+        return self.lr + (self.lr_end - self.lr) * t / (steps - 1)
+
+
+@dataclass
+class LoopResult:
+    images: torch.Tensor  # uint8 [B, H, W, 3] on the CPU: the saved pictures
+    act_start: torch.Tensor  # [B] objective at the initial params
+    act_final: torch.Tensor  # [B] objective of the quantized final image
+    act_best: torch.Tensor  # [B] best objective seen at any step, final included
+    final_acts: dict[str, torch.Tensor]  # captured layers for the quantized final images (detached)
+    params: torch.Tensor  # final params (detached)
+
+
+def quantize(x01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float images -> the nearest 8-bit values, still as floats in [0, 1]."""
+    return torch.round(x01.clamp(0, 1) * 255) / 255
+
+
+def optimize(param: Parameterization, objective: Objective, forward: Forward, steps: int, rule: StepRule,
+             *, progress: Callable[[int], None] | None = None) -> LoopResult:
+    """Run `steps` ascent steps on every row of `param.params`; see the module docstring."""
+    p = param.params
+    p.requires_grad_(True)
+    best = None
+    start = None
+    for t in range(steps):
+        act = objective(forward(param.render(p)))
+        total = act - param.penalty(p) if param.penalty is not None else act
+        (grad,) = torch.autograd.grad(total.sum(), p)
+        act = act.detach()
+        start = act.clone() if start is None else start
+        best = act.clone() if best is None else torch.maximum(best, act)
+        with torch.no_grad():
+            step = grad
+            if rule.normalize:
+                scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12)
+                step = grad / scale.view(-1, *([1] * (grad.dim() - 1)))
+            p.add_(step, alpha=rule.lr_at(t, steps))
+            if param.project is not None:
+                param.project(p, grad, t)
+        if progress is not None:
+            progress(t)
+    with torch.no_grad():
+        final = quantize(param.render(p))
+        acts = {k: v.detach() for k, v in forward(final).items()}
+        act_final = objective(acts)
+    start = act_final.clone() if start is None else start
+    best = act_final.clone() if best is None else torch.maximum(best, act_final)
+    images = (final * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    return LoopResult(images, start.cpu(), act_final.cpu(), best.cpu(), acts, p.detach())
