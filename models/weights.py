@@ -44,6 +44,9 @@ def read_weights(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
     try:
         obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # garbage also fails the weights-only unpickler, without a GLOBAL
+            raise UserInputError(f"weights {uri!r} are not a PyTorch checkpoint ({_one_line(e)}); "
+                                 "pass a file written by torch.save(model.state_dict(), path)") from e
         raise UserInputError(
             f"weights {uri!r} refused: the file needs code to unpickle (unsafe with weights_only=True); "
             "re-save it as a plain state dict with torch.save(model.state_dict(), path)") from e

@@ -1,0 +1,62 @@
+"""The real photos available offline: skimage's bundled pictures, its 200 LFW faces and scikit-learn's two
+sample images. Used for code statistics, top-k and as the bar a synthesized image must clear.
+
+Only files that ship inside the installed packages are read; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["offline_photos", "to_model_input"]
+
+# skimage/data files that are natural photos (charts, text and synthetic patterns are left out)
+_SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "coffee.png",
+                   "coins.png", "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png",
+                   "microaneurysms.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png",
+                   "retina.jpg", "rocket.jpg", "clock_motion.png")
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.stack([a] * 3, axis=-1)
+    return a[..., :3]
+
+
+def offline_photos(faces: bool = True) -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 RGB [H, W, 3]) for every bundled photo that is present."""
+    import skimage.data
+    import sklearn.datasets
+
+    root = os.path.dirname(skimage.data.__file__)
+    out = []
+    for name in _SKIMAGE_PHOTOS:
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            out.append((f"skimage/{name}", _rgb(np.asarray(Image.open(path)))))
+    if faces and os.path.exists(os.path.join(root, "lfw_subset.npy")):
+        for i, face in enumerate(np.load(os.path.join(root, "lfw_subset.npy"))):
+            out.append((f"skimage/lfw_subset/{i}", _rgb(face)))
+    bunch = sklearn.datasets.load_sample_images()
+    for path, img in zip(bunch.filenames, bunch.images):
+        out.append((f"sklearn/{os.path.basename(path)}", _rgb(img)))
+    return out
+
+
+def to_model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize the short side to size/0.875 and centre-crop `size` (the ImageNet evaluation transform);
+    returns float32 [3, H, W] in [0, 1]."""
+    h, w = image.shape[:2]
+    th, tw = size
+    scale = max(th, tw) / 0.875 / min(h, w)
+    img = Image.fromarray(image).resize((max(tw, round(w * scale)), max(th, round(h * scale))), Image.BILINEAR)
+    W, H = img.size
+    left, top = (W - tw) // 2, (H - th) // 2
+    arr = np.asarray(img.crop((left, top, left + tw, top + th)), dtype=np.float32) / 255.0
+    return arr.transpose(2, 0, 1)
