@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +17,12 @@ from dataclasses import dataclass
 
 import ray
 from ray.exceptions import RayActorError
-from tqdm import tqdm
 
 from tasks.actor import Batch, SynthesisActor
 
 from .keys import ItemKey
 from .manifest import write_manifest
+from .progress import Progress
 from .sink import done_keys, write_batch
 from .spec import Plan
 from .storage import Store
@@ -119,8 +118,7 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     inflight: dict = {}  # ObjectRef -> (actor index, batch)
     synth_s = 0.0
     written = 0
-    bar = tqdm(total=len(todo), unit="item", desc="synthesizing", file=sys.stderr, smoothing=0.1,
-               disable=None)
+    bar = Progress(len(todo))
 
     def submit(ai: int) -> None:
         batch = queue.popleft()
