@@ -122,3 +122,22 @@ def test_dgn_paper_penalty_is_lambda_times_code_norm(tiny):
 def test_bad_l2_mode_is_a_user_error():
     with pytest.raises(UserInputError, match="unknown --l2"):
         DGNConfig(l2="l1")
+
+
+@pytest.mark.parametrize("name,code_shape", [("deepsim-fc6", (4096,)), ("deepsim-pool5", (256, 6, 6)),
+                                             ("tiny", (64,))])
+def test_generator_architectures_render_into_the_target_size(name, code_shape):
+    from models.loading import load_net
+    from models.registry import resolve_model
+    from tasks.dgn import fit_to
+
+    entry = resolve_model(name)
+    assert entry.code_shape == code_shape
+    gen = load_net(entry, "random")
+    raw = gen.net(torch.zeros(1, *code_shape))
+    assert raw.shape[-2:] == (entry.out_size, entry.out_size)
+    x = fit_to(entry.to_image01(raw), (224, 224))
+    assert x.shape == (1, 3, 224, 224)
+    if entry.bgr:  # a zero image is the dataset mean colour: 123/255 red, 104/255 blue
+        flat = entry.to_image01(torch.zeros(1, 3, 2, 2))
+        assert torch.allclose(flat[0, :, 0, 0], torch.tensor([123.0, 117.0, 104.0]) / 255)
