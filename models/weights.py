@@ -15,7 +15,8 @@ import fsspec
 import torch
 from torch import nn
 
-from .errors import UserInputError
+from .errors import StorageError, UserInputError
+from .retry import with_retries
 
 __all__ = ["LoadedWeights", "read_weights", "load_into"]
 
@@ -32,9 +33,14 @@ class LoadedWeights:
 
 def read_weights(uri: str, storage_options: Mapping[str, Any] | None = None) -> LoadedWeights:
     """Read a state dict from `uri`; raises UserInputError when unreadable or unsafe."""
-    try:
+    def read() -> bytes:
         with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
-            blob = f.read()
+            return f.read()
+
+    try:
+        blob = with_retries(read, uri, missing_ok=True)
+    except StorageError:
+        raise
     except (FileNotFoundError, IsADirectoryError) as e:
         raise UserInputError(f"weights {uri!r} not found; check the path or URI") from e
     except PermissionError as e:

@@ -2,17 +2,19 @@
 
 Subcommands: `layers` (list addressable layers) and `atlas` (the main job). Any flag may also come from a
 TOML file given with `--config` (keys are flag names, with '-' or '_'); flags on the command line win.
-User errors print one line, `neuron-atlas: error: ...`, and exit with status 2, with nothing half-written.
+User errors print one line, `neuron-atlas: error: ...`, and exit with status 2, with nothing half-written;
+a storage fault that outlasts its retries exits with status 3 (everything already written stays valid).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tomllib
 
-from models.errors import UserInputError
+from models.errors import StorageError, UserInputError
 
 __all__ = ["main", "build_parser"]
 
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
     g.add_argument("--gpus-per-actor", type=float, default=1.0)
     g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
+    g.add_argument("--storage-retry-s", type=float, default=120.0,
+                   help="seconds of backoff for transient storage faults before the run stops")
     return parser
 
 
@@ -145,7 +149,7 @@ def _atlas_spec(args):
                      layer_units=tuple(args.layer_units), seeds=args.seeds, steps=args.steps,
                      snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
                      batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                     address=args.address)
+                     address=args.address, storage_retry_s=args.storage_retry_s)
 
 
 def _cmd_atlas(args) -> int:
@@ -161,12 +165,17 @@ def _cmd_atlas(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="neuron-atlas: %(message)s")
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # aiohttp's reset-connection noise; we retry
     parser = build_parser()
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
         handler = {"layers": _cmd_layers, "atlas": _cmd_atlas}[args.command]
         return handler(args)
+    except StorageError as e:  # persistent storage fault: files already written stay valid
+        print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)
+        return 3
     except UserInputError as e:
         print(f"neuron-atlas: error: {e}", file=sys.stderr)
         return 2

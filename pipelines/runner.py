@@ -1,9 +1,14 @@
 """The atlas driver: work list -> batches -> Ray actors -> files under --out, with progress and accounting.
 
 Keys already written under --out are dropped first, so a rerun (or a resume after the driver was killed)
-only computes what is missing. Each actor keeps two batches queued so it never waits on the driver; the
-driver writes finished batches while the actors compute the next ones. A batch whose actor died is put
-back on the queue (actors are restarted by Ray, see `ACTOR_OPTIONS`).
+only computes what is missing. Each actor keeps `QUEUE_DEPTH` batches queued so it never waits on the
+driver; the driver writes finished batches while the actors compute the next ones.
+
+Lost workers: Ray restarts a dead actor (`max_restarts=-1`) wherever resources allow, but does not retry
+the calls it had (`max_task_retries=0`). The driver puts those batches back at the front of the queue, where
+the live actors take them at once instead of waiting for the restart, and sends the restarting actor a
+`ping`; when that returns, the actor gets work again. Each batch is written by the driver exactly once, so
+retries can never duplicate a key.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayError, RayTaskError
 
 from tasks.actor import Batch, SynthesisActor
 
@@ -25,14 +31,13 @@ from .manifest import write_manifest
 from .progress import Progress
 from .sink import done_keys, write_batch
 from .spec import Plan
-from .storage import Store
 
-__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS"]
+__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray"]
 
-# Actors are restarted when their process or node dies, and a call that was in flight is not retried by Ray
-# itself: the driver re-queues that batch, so it is computed once more on a live actor and written once.
-ACTOR_OPTIONS = {"max_restarts": 4, "max_task_retries": 0}
+ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 QUEUE_DEPTH = 2  # batches queued per actor
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs"]
 
 
 @dataclass
@@ -63,18 +68,21 @@ def make_batches(items: list[tuple[ItemKey, object]], batch_size: int) -> list[l
     return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
 
 
-def _init_ray(address: str) -> None:
+def init_ray(address: str) -> None:
+    """`local`: a Ray instance on this machine. Otherwise join `address` (auto, host:port, ray://...)
+    and ship this repository as the job's working_dir, so workers run the driver's code."""
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
     if address in ("", "local", None):
         ray.init(**kwargs)
     else:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": _SHIP_EXCLUDES},
+                 **kwargs)
 
 
 def _actor_layout(plan: Plan) -> tuple[int, dict]:
-    """How many actors, and their resource options: one per GPU, else one CPU actor per `--actors`."""
+    """How many actors, and their resource options: one per GPU, else `--actors` (default 1) on CPUs."""
     res = ray.cluster_resources()
     gpus = res.get("GPU", 0)
     cpus = int(res.get("CPU", os.cpu_count() or 1))
@@ -91,22 +99,28 @@ def run_id_of(plan: Plan) -> str:
     return hashlib.sha256((plan.hyperparams + plan.snapshot + plan.model_slug + sel).encode()).hexdigest()[:12]
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     """Synthesize every item of `plan` not yet under --out; returns the accounting summary."""
     spec = plan.spec
-    store = Store(spec.out, spec.storage_options)
+    store = spec.store()
     t0 = time.perf_counter()
+    store.remove_stale_temporaries()
     done = done_keys(store)
     todo = [(k, w) for k, w in plan.items if k.as_tuple() not in done]
     skipped = len(plan.items) - len(todo)
     if not todo:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)
     if skipped:
-        log(f"resuming: {skipped} of {len(plan.items)} items already under {spec.out}, {len(todo)} to go")
+        log(f"resuming: skipping {skipped} of {len(plan.items)} items already under {spec.out}; "
+            f"{len(todo)} to go")
     run_id = run_id_of(plan)
     write_manifest(store, plan, run_id, status="running")
 
-    _init_ray(spec.address)
+    init_ray(spec.address)
     n_actors, resources = _actor_layout(plan)
     on_gpu = "num_gpus" in resources
     batch_size = spec.batch_size or (64 if on_gpu else 8)
@@ -116,40 +130,62 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
 
     queue = deque(make_batches(todo, batch_size))
     inflight: dict = {}  # ObjectRef -> (actor index, batch)
-    synth_s = 0.0
-    written = 0
-    bar = Progress(len(todo))
+    probes: dict = {}  # ObjectRef -> actor index, for actors being restarted
+    load = [0] * n_actors
+    healthy = set(range(n_actors))
+    synth_s, written = 0.0, 0
+    progress = Progress(len(todo))
 
-    def submit(ai: int) -> None:
-        batch = queue.popleft()
-        ref = actors[ai].run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps))
-        inflight[ref] = (ai, batch)
+    def fill(ai: int) -> None:
+        while ai in healthy and load[ai] < QUEUE_DEPTH and queue:
+            batch = queue.popleft()
+            ref = actors[ai].run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps))
+            inflight[ref] = (ai, batch)
+            load[ai] += 1
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         for ai in range(n_actors):
-            for _ in range(QUEUE_DEPTH):
-                if queue:
-                    submit(ai)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+            fill(ai)
+        while inflight or (queue and probes):
+            ready, _ = ray.wait(list(inflight) + list(probes), num_returns=1)
             ref = ready[0]
+            if ref in probes:
+                ai = probes.pop(ref)
+                try:
+                    ray.get(ref)
+                except RayError:
+                    log(f"actor {ai} could not be restarted; continuing with {len(healthy)} actors")
+                    continue
+                healthy.add(ai)
+                log(f"actor {ai} is back")
+                fill(ai)
+                continue
             ai, batch = inflight.pop(ref)
+            load[ai] -= 1
             try:
                 result = ray.get(ref)
-            except RayActorError:
-                queue.append(batch)  # the actor died; Ray restarts it, the batch runs again
-                if queue:
-                    submit(ai)
+            except RayTaskError:
+                raise  # a bug in synthesis: stop with its traceback
+            except RayError as e:  # the actor or its node died
+                queue.appendleft(batch)
+                if ai in healthy:
+                    healthy.discard(ai)
+                    log(f"actor {ai} lost ({type(e).__name__}); its batches go to the other actors")
+                if load[ai] == 0 and ai not in probes.values():
+                    probes[actors[ai].ping.remote()] = ai
+                for other in sorted(healthy):
+                    fill(other)
                 continue
             write_batch(store, [k for k, _ in batch], result.results, spec.steps, result.device, pool)
             synth_s += result.seconds
             written += len(batch)
-            bar.update(len(batch))
-            if queue:
-                submit(ai)
-    bar.close()
+            progress.update(len(batch))
+            fill(ai)
+    progress.close()
+    if queue:
+        raise RuntimeError(f"{len(queue)} batches left but no actor could run them")
     wall = time.perf_counter() - t0
     summary = RunSummary(len(plan.items), skipped, written, wall, synth_s, n_actors)
-    write_manifest(store, plan, run_id, status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                   time.gmtime()), synth_fraction=round(summary.synth_fraction, 4))
+    write_manifest(store, plan, run_id, status="finished", finished_at=_now(),
+                   synth_fraction=round(summary.synth_fraction, 4))
     return summary

@@ -23,6 +23,7 @@ from PIL import Image
 from tasks.actor import ItemResult
 
 from .keys import ItemKey, batch_digest
+from models.retry import with_retries
 from .storage import Store
 
 __all__ = ["write_batch", "done_keys", "png_bytes", "read_units", "PARTITIONING", "UNITS_SCHEMA"]
@@ -96,9 +97,13 @@ def read_units(store: Store, columns: list[str] | None = None) -> pa.Table:
     files = [store.path(p) for p in store.find("units", ".parquet")]
     if not files:
         return pa.table({})
-    dataset = ds.dataset(files, filesystem=store.fs, format="parquet", partitioning=PARTITIONING,
-                         partition_base_dir=store.path("units"))
-    return dataset.to_table(columns=columns)
+
+    def load() -> pa.Table:
+        dataset = ds.dataset(files, filesystem=store.fs, format="parquet", partitioning=PARTITIONING,
+                             partition_base_dir=store.path("units"))
+        return dataset.to_table(columns=columns)
+
+    return with_retries(load, f"{store.uri}/units", store.retry)
 
 
 def done_keys(store: Store) -> set[tuple]:

@@ -24,6 +24,7 @@ from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
 
 from .keys import ItemKey, hyperparams_json, safe_segment
+from models.retry import RetryPolicy, with_retries
 from .storage import Store
 
 __all__ = ["AtlasSpec", "Plan", "plan", "read_bounds"]
@@ -46,6 +47,10 @@ class AtlasSpec:
     actors: int | None = None
     gpus_per_actor: float = 1.0
     address: str = "local"
+    storage_retry_s: float = 120.0  # how long transient storage faults are retried before the run stops
+
+    def store(self) -> Store:
+        return Store(self.out, self.storage_options, RetryPolicy(budget_s=self.storage_retry_s))
 
     @property
     def method(self) -> str:
@@ -72,9 +77,12 @@ def read_bounds(uri: str, storage_options: Mapping[str, Any]) -> tuple[np.ndarra
     import fsspec
     import pyarrow.parquet as pq
 
-    try:
+    def read() -> bytes:
         with fsspec.open(uri, "rb", **dict(storage_options)) as f:
-            blob = f.read()
+            return f.read()
+
+    try:
+        blob = with_retries(read, uri, missing_ok=True)
     except (OSError, ValueError) as e:
         raise UserInputError(f"cannot read --bounds {uri!r}: {e}") from e
     try:
@@ -144,7 +152,7 @@ def plan(spec: AtlasSpec) -> Plan:
             for seed in range(spec.seeds):
                 key = ItemKey(slug, snapshot, layer, u.channel, u.y, u.x, seed, spec.method, hp)
                 items.append((key, WorkItem(u, seed)))
-    Store(spec.out, spec.storage_options).check_writable()
+    spec.store().check_writable()
     return Plan(replace(spec, config=config), target, generator, items, code_upper, hp, snapshot)
 
 

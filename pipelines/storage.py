@@ -1,8 +1,9 @@
-"""An output root on any fsspec filesystem, with atomic writes.
+"""An output root on any fsspec filesystem, with atomic writes and retried I/O.
 
 Local files are written to a temporary name in the same directory and renamed into place; remote objects
 (S3, GCS, ...) are written with one PUT, which object stores make visible all at once. Either way a reader
-never sees a partial file.
+never sees a partial file. Every call goes through `with_retries`: transient faults are retried with
+backoff, persistent ones raise StorageError naming the URI and the cause.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import fsspec
 
 from models.errors import UserInputError
 
+from models.retry import RetryPolicy, with_retries
+
 __all__ = ["Store"]
+
+TMP_MARK = ".tmp-"
 
 
 class Store:
     """Files under `uri` (a local folder or a bucket prefix); paths are '/'-separated and relative."""
 
-    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None):
+    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None,
+                 retry: RetryPolicy | None = None):
         self.uri = uri.rstrip("/") or uri
+        self.retry = retry or RetryPolicy()
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.uri, **dict(storage_options or {}))
-        except (ImportError, ValueError) as e:
+        except (ImportError, ValueError, TypeError) as e:
             raise UserInputError(f"cannot open --out {uri!r}: {e}") from e
         self.root = self.root.rstrip("/")
         self.local = "file" in _protocols(self.fs)
@@ -33,37 +40,59 @@ class Store:
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
 
+    def _uri(self, rel: str) -> str:
+        return f"{self.uri}/{rel}" if rel else self.uri
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         full = self.path(rel)
         if self.local:
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            tmp = f"{full}.tmp-{uuid.uuid4().hex}"
+            tmp = f"{full}{TMP_MARK}{uuid.uuid4().hex}"
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, full)
         else:
-            self.fs.pipe_file(full, data)
+            with_retries(lambda: self.fs.pipe_file(full, data), self._uri(rel), self.retry)
 
     def read_bytes(self, rel: str) -> bytes:
-        return self.fs.cat_file(self.path(rel))
-
-    def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        """The file's bytes; FileNotFoundError when it does not exist."""
+        return with_retries(lambda: self.fs.cat_file(self.path(rel)), self._uri(rel), self.retry,
+                            missing_ok=True)
 
     def find(self, rel: str, suffix: str = "") -> list[str]:
         """Relative paths of all files under `rel` ending with `suffix` (temporary files excluded)."""
         base = self.path(rel)
-        if not self.fs.exists(base):
-            return []
-        self.fs.invalidate_cache()
-        found = self.fs.find(base)
+
+        def listing() -> list[str]:
+            self.fs.invalidate_cache()
+            try:
+                return self.fs.find(base)
+            except FileNotFoundError:
+                return []
+
         prefix = self.root + "/"
-        return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in found
-                      if p.endswith(suffix) and ".tmp-" not in p)
+        return sorted(p[len(prefix):] if p.startswith(prefix) else p
+                      for p in with_retries(listing, self._uri(rel), self.retry)
+                      if p.endswith(suffix) and TMP_MARK not in p)
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files a killed writer left behind (local roots only); returns how many."""
+        if not self.local or not os.path.isdir(self.root):
+            return 0
+        n = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if TMP_MARK in name:
+                    os.remove(os.path.join(dirpath, name))
+                    n += 1
+        return n
 
     def check_writable(self) -> None:
-        """Raise UserInputError unless a file can be created under the root (the probe is removed)."""
-        if self.local:  # check without creating anything: the nearest existing ancestor must be writable
+        """Raise UserInputError/StorageError unless a file can be created under the root.
+
+        Local roots are checked without creating anything; remote roots get a probe object, removed after.
+        """
+        if self.local:
             here = self.root
             while not os.path.exists(here):
                 here = os.path.dirname(here) or "."
@@ -72,12 +101,8 @@ class Store:
                                      "pass a folder you can write to")
             return
         probe = f".neuron-atlas-probe-{uuid.uuid4().hex}"
-        try:
-            self.write_bytes(probe, b"")
-            self.fs.rm_file(self.path(probe))
-        except (OSError, PermissionError) as e:
-            raise UserInputError(f"--out {self.uri!r} is not writable ({type(e).__name__}: {e}); "
-                                 "pass a folder or bucket prefix you can write to") from e
+        self.write_bytes(probe, b"")
+        with_retries(lambda: self.fs.rm_file(self.path(probe)), self._uri(probe), self.retry)
 
 
 def _protocols(fs) -> tuple:

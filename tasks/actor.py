@@ -116,6 +116,10 @@ class SynthesisActor:
             out.update(generator_weights=self.generator.weights_uri, generator_sha256=self.generator.weights_sha256)
         return out
 
+    def ping(self) -> str:
+        """Cheap call the driver uses to learn that a restarted actor is back."""
+        return str(self.device)
+
     def forward(self, x01: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         return capture(self.target.net, self.normalize(x01), layers, model_name=self.spec.model)
 

@@ -1,9 +1,6 @@
 """End to end through the CLI, Ray and real MobileNetV2 weights (marked integration)."""
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +13,17 @@ from models.loading import load_net
 from models.registry import resolve_model
 from pipelines.photos import offline_photos, to_model_input
 from pipelines.sink import PARTITIONING
+from tests.helpers import run_cli, unit_rows
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_cli(*args, cwd=cwd)
 
 
 def units_table(out: Path):
-    return ds.dataset(str(out / "units"), format="parquet", partitioning=PARTITIONING).to_table().to_pylist()
+    return unit_rows(str(out))
 
 
 def tree_digest(out: Path) -> dict:

@@ -1,0 +1,156 @@
+"""S3 end to end against a real S3-protocol server (moto in server mode, a separate process on loopback):
+outputs and weights on S3, driver SIGKILL + resume, transient and persistent storage faults, and a scan
+of every output byte and log line for a distinctive fake secret."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import types
+
+import boto3
+import pytest
+import s3fs
+
+from models.registry import packaged_mobilenet_v2
+from tests.helpers import key_of, run_cli, start_cli, unit_rows
+from tests.s3server import FlakyProxy, MotoServer, s3_env
+
+pytestmark = pytest.mark.integration
+SECRET = "NAFAKESECRET-7f3c9e21d4b8-do-not-leak"
+ARGS = ["atlas", "--layers", "features.3", "--units", "0:12", "--seeds", "1", "--steps", "15", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = MotoServer()
+    proxy = FlakyProxy(server.port)
+    env = s3_env(proxy.url, SECRET)
+    client = boto3.client("s3", endpoint_url=proxy.url, aws_access_key_id="testing", aws_secret_access_key=SECRET,
+                          region_name="us-east-1")
+    fs = s3fs.S3FileSystem(endpoint_url=proxy.url, key="testing", secret=SECRET, skip_instance_cache=True)
+    yield types.SimpleNamespace(proxy=proxy, env=env, client=client, fs=fs)
+    proxy.close()
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3, request):
+    name = "na-" + request.node.name.replace("_", "-").lower()[:40]
+    s3.client.create_bucket(Bucket=name)
+    return name
+
+
+def wait_for_parts(s3, prefix: str, n: int, proc, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s3.fs.invalidate_cache()
+        parts = [p for p in s3.fs.find(f"{prefix}/units") if p.endswith(".parquet")] if s3.fs.exists(
+            f"{prefix}/units") else []
+        if len(parts) >= n:
+            return
+        assert proc.poll() is None, "the run ended before the test could interrupt it"
+        time.sleep(0.2)
+    raise AssertionError("no batch was written in time")
+
+
+def assert_each_key_once_with_png(s3, prefix: str, expected: int) -> list[dict]:
+    s3.fs.invalidate_cache()
+    rows = unit_rows(prefix, filesystem=s3.fs)
+    keys = [key_of(r) for r in rows]
+    assert len(keys) == len(set(keys)) == expected
+    pngs = [p for p in s3.fs.find(f"{prefix}/images") if p.endswith(".png")]
+    assert sorted(f"{prefix}/{r['image']}" for r in rows) == sorted(pngs)
+    for r in rows[:3]:
+        assert s3.fs.cat_file(f"{prefix}/{r['image']}")[:8] == b"\x89PNG\r\n\x1a\n"
+    return rows
+
+
+def test_s3_weights_and_outputs_rerun_and_no_secret_anywhere(s3, bucket, tmp_path):
+    with open(packaged_mobilenet_v2(), "rb") as f:
+        s3.fs.pipe_file(f"{bucket}/weights/mnv2.pth", f.read())
+    out = f"s3://{bucket}/run"
+    args = [*ARGS, "--weights", f"s3://{bucket}/weights/mnv2.pth", "--out", out,
+            "--storage-option", "key=testing", "--storage-option", f"secret={SECRET}"]
+    first = run_cli(*args, cwd=tmp_path, env=s3.env)
+    rows = assert_each_key_once_with_png(s3, f"{bucket}/run", 12)
+    assert {r["snapshot"] for r in rows} == {"mnv2"}
+    second = run_cli(*args, cwd=tmp_path, env=s3.env)
+    assert "nothing to do" in second.stdout
+
+    s3.fs.invalidate_cache()
+    objects = s3.fs.find(bucket)
+    assert f"{bucket}/run/manifest.json" in objects
+    for path in objects:
+        assert SECRET.encode() not in s3.fs.cat_file(path), path
+    for proc in (first, second):
+        assert SECRET not in proc.stdout and SECRET not in proc.stderr
+    for root, _dirs, files in os.walk(tmp_path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert SECRET.encode() not in f.read()
+
+
+def test_driver_sigkill_then_resume_finishes_with_every_key_once(s3, bucket, tmp_path):
+    out = f"s3://{bucket}/run"
+    log = open(tmp_path / "first.log", "w")
+    proc = start_cli(*ARGS, "--out", out, cwd=tmp_path, env=s3.env, log=log)
+    wait_for_parts(s3, f"{bucket}/run", 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    s3.fs.invalidate_cache()
+    present = len(unit_rows(f"{bucket}/run", filesystem=s3.fs))
+    assert 0 < present < 12
+    second = run_cli(*ARGS, "--out", out, cwd=tmp_path, env=s3.env)
+    assert f"resuming: skipping {present} of 12 items" in second.stderr
+    assert f"done: {12 - present} items ({present} already present)" in second.stdout
+    assert_each_key_once_with_png(s3, f"{bucket}/run", 12)
+
+
+def test_transient_outage_is_retried_and_loses_nothing(s3, bucket, tmp_path):
+    out = f"s3://{bucket}/run"
+    log = open(tmp_path / "run.log", "w")
+    proc = start_cli(*ARGS, "--out", out, cwd=tmp_path, env=s3.env, log=log)
+    wait_for_parts(s3, f"{bucket}/run", 1, proc)
+    refused = s3.proxy.refused
+    s3.proxy.outage(4.0)
+    assert proc.wait(600) == 0, (tmp_path / "run.log").read_text()[-2000:]
+    assert s3.proxy.refused > refused  # the outage really hit the run
+    assert_each_key_once_with_png(s3, f"{bucket}/run", 12)
+
+
+def test_outage_past_the_retry_budget_stops_cleanly_and_resumes(s3, bucket, tmp_path):
+    out = f"s3://{bucket}/run"
+    log_path = tmp_path / "run.log"
+    proc = start_cli(*ARGS, "--out", out, "--storage-retry-s", "2", cwd=tmp_path, env=s3.env,
+                     log=open(log_path, "w"))
+    wait_for_parts(s3, f"{bucket}/run", 1, proc)
+    s3.proxy.outage(20.0)
+    code = proc.wait(120)
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("neuron-atlas: error:")]
+    assert code == 3 and len(lines) == 1 and out in lines[0], log_path.read_text()[-2000:]
+    while s3.proxy.down:
+        time.sleep(0.5)
+    s3.fs.invalidate_cache()
+    rows = unit_rows(f"{bucket}/run", filesystem=s3.fs)  # whatever was written is complete and readable
+    assert all(s3.fs.exists(f"{bucket}/run/{r['image']}") for r in rows)
+    run_cli(*ARGS, "--out", out, cwd=tmp_path, env=s3.env)
+    assert_each_key_once_with_png(s3, f"{bucket}/run", 12)
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "no credentials"])
+def test_persistent_storage_errors_are_one_line(s3, tmp_path, case):
+    env = dict(s3.env)
+    out = "s3://na-no-such-bucket/run"
+    if case == "no credentials":
+        env.pop("AWS_ACCESS_KEY_ID")
+        env.pop("AWS_SECRET_ACCESS_KEY")
+        s3.client.create_bucket(Bucket="na-creds-check")
+        out = "s3://na-creds-check/run"
+    proc = run_cli(*ARGS, "--out", out, cwd=tmp_path, env=env, check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3, proc.stderr
+    assert len(err) == 1 and err[0].startswith("neuron-atlas: error:") and out in err[0]
+    assert ("bucket does not exist" if case == "missing bucket" else "credentials") in err[0]
+    assert "Traceback" not in proc.stderr
