@@ -24,6 +24,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from models.errors import UserInputError
 from tasks.actor import Batch, SynthesisActor
 
 from .keys import ItemKey
@@ -75,10 +76,15 @@ def init_ray(address: str) -> None:
         return
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
     if address in ("", "local", None):
-        ray.init(**kwargs)
+        ray.init(_node_ip_address="127.0.0.1", **kwargs)  # a local run listens on loopback only
     else:
-        ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": _SHIP_EXCLUDES},
-                 **kwargs)
+        try:
+            ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": _SHIP_EXCLUDES},
+                     **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserInputError(f"cannot join the Ray cluster at --address {address!r} ({first}); start one "
+                                 "with 'ray start --head' or 'ray up cluster.yaml', or use --address local") from e
 
 
 def _actor_layout(plan: Plan) -> tuple[int, dict]:

@@ -12,6 +12,9 @@ from models.preprocess import Preprocessing
 from models.registry import NetEntry, register
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray nodes, drivers and workers of the test suite talk over loopback only: with this set, Ray resolves
+# "this node" to 127.0.0.1 instead of the machine's network address (read when ray is first imported).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 class Counter(nn.Module):
