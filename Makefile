@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: atlas test test-fast install clean
+.PHONY: atlas test test-fast install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" tests
+
+# The peer (Lucent) lives in .bench-deps only: never a runtime dependency. Its metadata pins kornia<=0.4.1
+# and test tools; it needs only kornia's transforms, decorator, future and IPython to import.
+BENCH_DEPS := .bench-deps/.installed
+$(BENCH_DEPS): $(STAMP)
+	$(BIN)/pip install -q --target .bench-deps --no-deps torch-lucent==0.1.8 kornia kornia_rs decorator future
+	$(BIN)/pip install -q --target .bench-deps ipython
+	@touch $(BENCH_DEPS)
+
+bench: $(BENCH_DEPS)
+	PYTHONPATH=.bench-deps $(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf atlas-out

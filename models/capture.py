@@ -1,7 +1,7 @@
 """Capture layer outputs by dotted module path, running the net only as deep as needed.
 
-Hooks exist only inside `capture()` and are removed in `finally` (actors reuse one net for thousands of
-batches). Once every requested layer has fired, a private exception stops the forward pass, so a batch
+Hooks exist only inside a `Capture` block (or one `capture()` call) and are removed on the way out
+(actors reuse one net for thousands of batches). Once every requested layer has fired, a private exception stops the forward pass, so a batch
 that probes an early layer never pays for the rest of the network.
 
 A module that runs several times in one forward pass (a shared ReLU) is captured at its first call.
@@ -17,11 +17,16 @@ from torch import nn
 
 from .errors import UserInputError
 
-__all__ = ["capture", "first_tensor", "modules_by_name"]
+__all__ = ["Capture", "capture", "first_tensor", "modules_by_name", "unknown_layer"]
 
 
 class _StopForward(Exception):
     """Raised by the last needed hook to end the forward pass early."""
+
+
+def unknown_layer(name: str, model_name: str) -> UserInputError:
+    return UserInputError(f"unknown layer {name!r}; run 'neuron-atlas layers --model {model_name}' "
+                          "to list the addressable layers")
 
 
 def modules_by_name(net: nn.Module, names: Collection[str], model_name: str = "the model") -> dict[str, nn.Module]:
@@ -30,8 +35,7 @@ def modules_by_name(net: nn.Module, names: Collection[str], model_name: str = "t
     out = {}
     for name in names:
         if name not in table or name == "":
-            raise UserInputError(f"unknown layer {name!r}; run 'neuron-atlas layers --model {model_name}' "
-                                 "to list the addressable layers")
+            raise unknown_layer(name, model_name)
         out[name] = table[name]
     return out
 
@@ -49,41 +53,68 @@ def first_tensor(output) -> torch.Tensor | None:
     return None
 
 
-def capture(net: nn.Module, x: torch.Tensor, layers: Collection[str], *, truncate: bool = True,
-            model_name: str = "the model") -> dict[str, torch.Tensor]:
-    """Run `net(x)` and return {layer: output} for every requested layer.
+class Capture:
+    """Forward hooks on `layers` for the lifetime of a `with` block; each call runs one forward pass.
 
-    With `truncate` the forward pass stops right after the last requested layer has fired. Raises
-    RuntimeError if a requested layer never runs during the forward pass.
+    Registering hooks once per batch, not once per optimization step, keeps hook set-up off the hot path.
+    With `truncate` the forward pass stops right after the last requested layer has fired.
     """
-    wanted = modules_by_name(net, layers, model_name)
-    acts: dict[str, torch.Tensor] = {}
-    handles = []
 
-    def make_hook(name: str):
+    def __init__(self, net: nn.Module, layers: Collection[str], *, truncate: bool = True,
+                 model_name: str = "the model"):
+        self.net = net
+        self.wanted = modules_by_name(net, layers, model_name)
+        self.truncate = truncate
+        self.acts: dict[str, torch.Tensor] = {}
+        self.handles: list = []
+
+    def _hook(self, name: str):
         def hook(_module, _inputs, output):
-            if name in acts:
+            if name in self.acts:
                 return
             t = first_tensor(output)
             if t is None:
                 raise RuntimeError(f"layer {name!r} returned no tensor")
-            acts[name] = t
-            if truncate and len(acts) == len(wanted):
+            self.acts[name] = t
+            if self.truncate and len(self.acts) == len(self.wanted):
                 raise _StopForward
         return hook
 
-    try:
-        for name, module in wanted.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    def __enter__(self) -> "Capture":
         try:
-            net(x)
+            for name, module in self.wanted.items():
+                self.handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{layer: output} of every requested layer for input `x`."""
+        if not self.handles:
+            raise RuntimeError("Capture must be used inside its `with` block")
+        self.acts = {}
+        try:
+            self.net(x)
         except _StopForward:
             pass
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [n for n in wanted if n not in acts]
-    if missing:
-        raise RuntimeError(f"layers {missing} did not run during the forward pass")
-    return acts
+        missing = [n for n in self.wanted if n not in self.acts]
+        if missing:
+            raise RuntimeError(f"layers {missing} did not run during the forward pass")
+        acts, self.acts = self.acts, {}
+        return acts
 
+
+def capture(net: nn.Module, x: torch.Tensor, layers: Collection[str], *, truncate: bool = True,
+            model_name: str = "the model") -> dict[str, torch.Tensor]:
+    """One forward pass of `net(x)` returning {layer: output}; hooks are gone when it returns.
+
+    Raises RuntimeError if a requested layer never runs during the forward pass.
+    """
+    with Capture(net, layers, truncate=truncate, model_name=model_name) as cap:
+        return cap(x)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from models.capture import unknown_layer
 from models.errors import UserInputError
 from models.loading import RANDOM_WEIGHTS, LoadedNet, load_net
 from models.registry import model_slug, registry, resolve_model
@@ -119,23 +120,7 @@ def plan(spec: AtlasSpec) -> Plan:
     target = load_net(entry, spec.net.weights, storage_options=spec.storage_options)
     config, code_upper, generator = spec.config, None, None
     if spec.method == "dgn":
-        if not spec.net.generator:
-            raise UserInputError("--method dgn needs --generator (e.g. deepsim-fc6 or tiny)")
-        gen_entry = resolve_model(spec.net.generator)
-        if getattr(gen_entry, "kind", None) != "generator":
-            gens = ", ".join(n for n, e in registry().items() if getattr(e, "kind", "") == "generator")
-            raise UserInputError(f"--generator {spec.net.generator!r} is not a generator; use one of {gens}")
-        if not spec.net.generator_weights and gen_entry.default_weights is None:
-            raise UserInputError(f"generator {gen_entry.name!r} has no embedded weights; pass "
-                                 f"--generator-weights URI (or --generator-weights {RANDOM_WEIGHTS})")
-        generator = load_net(gen_entry, spec.net.generator_weights, storage_options=spec.storage_options)
-        if spec.bounds:
-            code_upper, digest = read_bounds(spec.bounds, spec.storage_options)
-            need = int(np.prod(gen_entry.code_shape))
-            if code_upper.size != need:
-                raise UserInputError(f"--bounds {spec.bounds!r} has {code_upper.size} values but generator "
-                                     f"{gen_entry.name!r} has {need} code units")
-            config = replace(config, bounds_digest=digest)
+        generator, code_upper, config = _prepare_dgn(spec)
     selection = _selection(spec, entry)
     snapshot = _snapshot_name(spec, target.weights_uri)
     hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(),
@@ -144,8 +129,7 @@ def plan(spec: AtlasSpec) -> Plan:
     items: list[tuple[ItemKey, WorkItem]] = []
     for layer, units_spec in selection:
         if layer not in target.layers:
-            raise UserInputError(f"unknown layer {layer!r}; run 'neuron-atlas layers --model {spec.net.model}' "
-                                 "to list the addressable layers")
+            raise unknown_layer(layer, spec.net.model)
         if safe_segment(layer, "layer") != layer:
             raise UserInputError(f"layer name {layer!r} cannot name an output path")
         for u in resolve_units(parse_units(units_spec), target.layers[layer], spec.net.model):
@@ -154,6 +138,29 @@ def plan(spec: AtlasSpec) -> Plan:
                 items.append((key, WorkItem(u, seed)))
     spec.store().check_writable()
     return Plan(replace(spec, config=config), target, generator, items, code_upper, hp, snapshot)
+
+
+def _prepare_dgn(spec: AtlasSpec) -> tuple[LoadedNet, np.ndarray | None, DGNConfig]:
+    """Load and check the generator and its code bounds; the bounds file's digest joins the config."""
+    if not spec.net.generator:
+        raise UserInputError("--method dgn needs --generator (e.g. deepsim-fc6 or tiny)")
+    gen_entry = resolve_model(spec.net.generator)
+    if getattr(gen_entry, "kind", None) != "generator":
+        gens = ", ".join(n for n, e in registry().items() if getattr(e, "kind", "") == "generator")
+        raise UserInputError(f"--generator {spec.net.generator!r} is not a generator; use one of {gens}")
+    if not spec.net.generator_weights and gen_entry.default_weights is None:
+        raise UserInputError(f"generator {gen_entry.name!r} has no embedded weights; pass "
+                             f"--generator-weights URI (or --generator-weights {RANDOM_WEIGHTS})")
+    generator = load_net(gen_entry, spec.net.generator_weights, storage_options=spec.storage_options)
+    config, upper = spec.config, None
+    if spec.bounds:
+        upper, digest = read_bounds(spec.bounds, spec.storage_options)
+        need = int(np.prod(gen_entry.code_shape))
+        if upper.size != need:
+            raise UserInputError(f"--bounds {spec.bounds!r} has {upper.size} values but generator "
+                                 f"{gen_entry.name!r} has {need} code units")
+        config = replace(config, bounds_digest=digest)
+    return generator, upper, config
 
 
 def _selection(spec: AtlasSpec, entry) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from models.capture import capture
+from models.capture import Capture
 from models.loading import load_net
 from models.registry import resolve_model
 from models.units import Unit
@@ -120,9 +120,6 @@ class SynthesisActor:
         """Cheap call the driver uses to learn that a restarted actor is back."""
         return str(self.device)
 
-    def forward(self, x01: torch.Tensor, layers) -> dict[str, torch.Tensor]:
-        return capture(self.target.net, self.normalize(x01), layers, model_name=self.spec.model)
-
     def run(self, batch: Batch) -> BatchResult:
         t0 = time.perf_counter()
         objective = per_item([unit(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x) for w in batch.items])
@@ -136,8 +133,8 @@ class SynthesisActor:
                                          size, self.device, self.code_upper)
         else:
             param = image_parameterization(batch.config, seeds, size, self.preprocessing.mean01_rgb, self.device)
-        layers = objective.layers
-        result = optimize(param, objective, lambda x: self.forward(x, layers), batch.steps, batch.config.rule)
+        with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
+            result = optimize(param, objective, lambda x: cap(self.normalize(x)), batch.steps, batch.config.rule)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))

@@ -41,3 +41,17 @@ def test_captured_conv_output_is_not_overwritten_by_an_inplace_relu():
     x = torch.randn(1, 3, 16, 16)
     pre = capture(net, x, ["features.0", "fc"])["features.0"]
     assert (pre < 0).any(), "the conv output before ReLU must keep its negative values"
+
+
+def test_capture_block_keeps_hooks_for_many_calls_and_removes_them(tiny):
+    from models.capture import Capture
+
+    with Capture(tiny, ["features.2"]) as cap:
+        first = cap(torch.ones(1, 3, 16, 16))
+        second = cap(torch.zeros(1, 3, 16, 16))
+        assert len(tiny.features[2]._forward_hooks) == 1
+    assert not tiny.features[2]._forward_hooks
+    assert not torch.equal(first["features.2"], second["features.2"])
+    assert tiny.after.calls == 0
+    with pytest.raises(RuntimeError, match="inside its `with` block"):
+        cap(torch.ones(1, 3, 16, 16))

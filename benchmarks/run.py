@@ -1,0 +1,234 @@
+"""neuron-atlas benchmark: `python -m benchmarks.run [--quick] [--out BENCHMARKS.md] [--device cpu|cuda]`.
+
+Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weights over a mixed-layer set
+(early `features.3`, middle `features.10`, output `classifier.1`):
+  1. units·seeds per second for image-space AM and DGN-AM, batched vs one item at a time (same code);
+  2. the same units against Lucent at matched work (see benchmarks/lucent_peer.py for what is matched);
+  3. DGN-AM with the DeePSiM-fc6 generator + AlexNet at 227 px (random weights): batched vs one at a time;
+  4. FLOPs per optimization step (torch.utils.flop_counter.FlopCounterMode) and achieved FLOP/s as a
+     fraction of the dense fp32 matmul FLOP/s measured in this run;
+  5. pipeline overhead through Ray on a 200-item run (wall time the actor was not synthesizing), peak memory.
+Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.units import Unit
+from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
+from tasks.dgn import DGNConfig
+from tasks.image_am import ImageAMConfig
+
+from .lucent_peer import lucent_available, time_lucent
+
+MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
+    """Dense fp32 matmul FLOP/s on `device` (best of repeated n×n products)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def mixed_units(layers, per_layer: int, actor: SynthesisActor) -> list[Unit]:
+    units = []
+    for layer, _ in layers:
+        info = actor.target.layers[layer]
+        sp = info.spatial
+        units += [Unit(layer, c, *(sp[0] // 2, sp[1] // 2) if sp else (None, None)) for c in range(per_layer)]
+    return units
+
+
+def time_ours(actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch_size: int) -> float:
+    """Seconds to optimize every unit (seed 0), batches of `batch_size` that never mix layers."""
+    by_layer: dict[str, list[Unit]] = {}
+    for u in units:
+        by_layer.setdefault(u.layer, []).append(u)
+    t0 = time.perf_counter()
+    for group in by_layer.values():
+        for i in range(0, len(group), batch_size):
+            actor.run(Batch(tuple(WorkItem(u, 0) for u in group[i:i + batch_size]), cfg, steps))
+    return time.perf_counter() - t0
+
+
+def step_flops(actor: SynthesisActor, units: list[Unit], cfg) -> float:
+    """FLOPs of one optimization step for the batch `units` (two-step run minus one-step run)."""
+    counts = []
+    for steps in (1, 2):
+        with FlopCounterMode(display=False) as fc:
+            actor.run(Batch(tuple(WorkItem(u, 0) for u in units), cfg, steps))
+        counts.append(fc.get_total_flops())
+    return float(counts[1] - counts[0])
+
+
+def compare(name: str, actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch: int, peak: float,
+            log) -> dict:
+    """Batched vs one-at-a-time through the same code, with FLOP/s of the batched step."""
+    actor.run(Batch(tuple(WorkItem(u, 0) for u in units[:2]), cfg, 1))  # warm-up
+    t_batched = time_ours(actor, units, cfg, steps, batch)
+    t_single = time_ours(actor, units, cfg, steps, 1)
+    by_layer: dict[str, list[Unit]] = {}
+    for u in units:
+        by_layer.setdefault(u.layer, []).append(u)
+    flops = sum(step_flops(actor, g[:batch], cfg) * (len(g) / len(g[:batch])) for g in by_layer.values())
+    achieved = flops * steps / t_batched
+    row = {"name": name, "items": len(units), "steps": steps, "batch": batch,
+           "batched_s": t_batched, "single_s": t_single,
+           "batched_items_per_s": len(units) / t_batched, "single_items_per_s": len(units) / t_single,
+           "speedup_vs_single": t_single / t_batched, "flops_per_item_step": flops / len(units),
+           "achieved_flops": achieved, "fraction_of_matmul": achieved / peak}
+    log(f"{name}: batched {row['batched_items_per_s']:.3f} items/s, one-at-a-time "
+        f"{row['single_items_per_s']:.3f} items/s ({row['speedup_vs_single']:.2f}x); "
+        f"{achieved / 1e9:.1f} GFLOP/s = {row['fraction_of_matmul']:.0%} of matmul")
+    return row
+
+
+def ray_overhead(items: int, steps: int, log) -> dict:
+    """A real `atlas` run through Ray (local cluster, one actor): wall time vs time inside synthesis."""
+    from pipelines.runner import run_atlas
+    from pipelines.spec import AtlasSpec, plan
+
+    sel = (("features.3", "all"), ("features.10", "all"), ("classifier.1", "0:12")) if items >= 200 else (
+        ("features.3", "0:8"), ("features.10", "0:8"), ("classifier.1", "0:4"))
+    with tempfile.TemporaryDirectory() as out:
+        spec = AtlasSpec(net=NetSpec("mobilenet_v2"), config=ImageAMConfig.from_preset("lowfreq"),
+                         layers=tuple(layer for layer, _ in sel), layer_units=sel, seeds=2, steps=steps, out=out)
+        s = run_atlas(plan(spec), log=lambda m: None)
+    row = {"items": s.done, "steps": steps, "wall_s": s.wall_s, "synth_s": s.synth_s,
+           "synth_fraction": s.synth_fraction, "overhead_fraction": 1 - s.synth_fraction}
+    log(f"ray: {s.done} items in {s.wall_s:.1f} s, synthesizing {s.synth_fraction:.1%} of wall time")
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a ~2-minute version with fewer units and steps")
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    ap.add_argument("--json", default="benchmarks/results.json")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--skip-ray", action="store_true")
+    args = ap.parse_args(argv)
+    q = args.quick
+    per_layer, steps, batch = (4, 5, 4) if q else (12, 20, 12)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results: dict = {"machine": machine(), "quick": q, "device": str(device)}
+    peak = matmul_flops(device)
+    results["matmul_flops"] = peak
+    log(f"machine: {results['machine']}; fp32 matmul {peak / 1e9:.1f} GFLOP/s")
+
+    mnv2 = SynthesisActor(NetSpec("mobilenet_v2", generator="deepsim-fc6", generator_weights="random"),
+                          device=str(device))
+    units = mixed_units(MIXED, per_layer, mnv2)
+    plain = ImageAMConfig.from_preset("none")
+    results["image_am"] = compare("image AM, MobileNetV2 mixed layers", mnv2, units, plain, steps, batch, peak, log)
+    dgn = DGNConfig(upper=6.0)
+    results["dgn_am"] = compare("DGN-AM (DeePSiM-fc6), MobileNetV2 mixed layers", mnv2, units, dgn, steps,
+                                batch, peak, log)
+    if lucent_available():
+        t_lucent = time_lucent(mnv2.target.net, [(u.layer, u.channel, u.y, u.x) for u in units], steps)
+        ours = results["image_am"]["batched_s"]
+        results["lucent"] = {"items": len(units), "steps": steps, "seconds": t_lucent,
+                             "items_per_s": len(units) / t_lucent, "ours_speedup": t_lucent / ours}
+        log(f"lucent: {len(units) / t_lucent:.3f} items/s; ours batched is {t_lucent / ours:.2f}x faster")
+    else:
+        log("lucent not installed (make bench installs it into .bench-deps); skipping the peer")
+    del mnv2
+
+    alex = SynthesisActor(NetSpec("alexnet", weights="random", input_size=227, generator="deepsim-fc6",
+                                  generator_weights="random"), device=str(device))
+    alex_units = mixed_units((("features.10", 0), ("classifier.6", 0)), per_layer, alex)
+    results["dgn_alexnet"] = compare("DGN-AM DeePSiM-fc6 + AlexNet 227 px", alex, alex_units, replace(dgn),
+                                     steps, batch, peak, log)
+    del alex
+
+    if not args.skip_ray:
+        results["ray"] = ray_overhead(40 if q else 200, 5 if q else 20, log)
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    with open(args.out, "w") as f:
+        f.write(report(results))
+    log(f"wrote {args.out} and {args.json}")
+    return 0
+
+
+def report(r: dict) -> str:
+    m = r["machine"]
+    lines = ["# Benchmarks", "",
+             f"Measured by `python -m benchmarks.run{' --quick' if r['quick'] else ''}` (`make bench`) in one run on "
+             f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), device "
+             f"`{r['device']}`{', ' + m['gpu'] if 'gpu' in m else ''}. Dense fp32 matmul in the same run: "
+             f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s.", "",
+             "| workload | items | steps | batched items/s | one-at-a-time items/s | batched speed-up | "
+             "GFLOP per item-step | achieved GFLOP/s | of matmul |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in ("image_am", "dgn_am", "dgn_alexnet"):
+        x = r[key]
+        lines.append(f"| {x['name']} | {x['items']} | {x['steps']} | {x['batched_items_per_s']:.3f} | "
+                     f"{x['single_items_per_s']:.3f} | {x['speedup_vs_single']:.2f}x | "
+                     f"{x['flops_per_item_step'] / 1e9:.2f} | {x['achieved_flops'] / 1e9:.1f} | "
+                     f"{x['fraction_of_matmul']:.0%} |")
+    if "lucent" in r:
+        lu = r["lucent"]
+        lines += ["", f"**Against Lucent** (torch-lucent 0.1.8, one unit at a time, matched work: same model and "
+                  f"weights, 224 px, {lu['steps']} steps, same unit objectives at the same positions, Lucent's "
+                  "transforms off and its normalization on, pixel parameterization without FFT/decorrelation; "
+                  "ours: image-space AM with preset `none`): Lucent "
+                  f"{lu['items_per_s']:.3f} items/s, ours batched {r['image_am']['batched_items_per_s']:.3f} "
+                  f"items/s — **{lu['ours_speedup']:.2f}x**."]
+    if "ray" in r:
+        ra = r["ray"]
+        lines += ["", f"**Through Ray** (`run_atlas`, local cluster, one actor, {ra['items']} items, "
+                  f"{ra['steps']} steps, MobileNetV2 features.3, features.10, classifier.1): wall {ra['wall_s']:.1f} s, "
+                  f"actors synthesizing {ra['synth_fraction']:.1%} of it — overhead "
+                  f"{ra['overhead_fraction']:.1%} (Ray start-up, actor start, Parquet/PNG writes that "
+                  "did not overlap compute)."]
+    lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
+              + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
