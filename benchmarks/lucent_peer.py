@@ -6,6 +6,8 @@ steps, same objective (the unit's activation at the same position), Lucent's tra
 its normalization kept, as ours), and a plain pixel parameterization (`fft=False, decorrelate=False`), so the
 per-step work is one forward and one backward pass of the model for one image. Lucent runs the whole model
 every step (it hooks every module and never stops early); its Adam update costs as little as our step.
+Lucent gets the plain torchvision module with the same weights, as its users load it; our frozen-BatchNorm,
+channels_last copy is one of our optimizations (the report also gives Lucent on that copy).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 import torch
 
-__all__ = ["lucent_available", "time_lucent"]
+__all__ = ["lucent_available", "time_lucent", "plain_model"]
 
 
 def lucent_available() -> bool:
@@ -23,6 +25,17 @@ def lucent_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def plain_model(name: str, weights: str) -> torch.nn.Module:
+    """The model as a Lucent user has it: torchvision's module with the same weights, nothing else done."""
+    from models.registry import resolve_model
+    from models.weights import load_into, read_weights
+
+    entry = resolve_model(name)
+    net = entry.build()
+    load_into(net, read_weights(weights), name)
+    return net.eval()
 
 
 def time_lucent(model: torch.nn.Module, units: list[tuple[str, int, int | None, int | None]], steps: int,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .errors import UserInputError
+from .frozen import freeze_batchnorm
 from .layers import LayerInfo, trace_layers
 from .weights import load_into, read_weights
 
@@ -63,8 +64,10 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
         if hasattr(module, "inplace") and isinstance(module.inplace, bool):
             module.inplace = False
     net.eval().requires_grad_(False)
+    freeze_batchnorm(net)
     dev = torch.device(device)
-    net.to(dev)
+    # channels_last: 15-30 % faster convolutions on CPU (oneDNN) and the layout tensor cores want on GPU
+    net.to(dev, memory_format=torch.channels_last)
     example = torch.zeros(1, *entry.example_input_shape, device=dev)
     layers = trace_layers(net, example)
     return LoadedNet(entry, net, layers, uri, sha, dev)

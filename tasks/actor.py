@@ -22,8 +22,8 @@ from models.units import Unit
 
 from .dgn import DGNConfig, dgn_parameterization
 from .image_am import ImageAMConfig, image_parameterization
-from .loop import LoopResult, optimize
-from .objectives import per_item, unit
+from .loop import LoopResult, Parameterization, optimize
+from .objectives import Objective, per_item, unit
 
 __all__ = ["NetSpec", "WorkItem", "Batch", "ItemResult", "BatchResult", "SynthesisActor", "pick_device"]
 
@@ -120,8 +120,12 @@ class SynthesisActor:
         """Cheap call the driver uses to learn that a restarted actor is back."""
         return str(self.device)
 
-    def run(self, batch: Batch) -> BatchResult:
-        t0 = time.perf_counter()
+    def _input(self, x01: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB images -> the net's input, in the channels_last layout the nets are kept in."""
+        return self.normalize(x01).contiguous(memory_format=torch.channels_last)
+
+    def setup(self, batch: Batch) -> tuple[Parameterization, Objective]:
+        """The batch's parameterization (initialised from each item's seed) and per-item objective."""
         objective = per_item([unit(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x) for w in batch.items])
         seeds = [w.seed for w in batch.items]
         size = self.preprocessing.size
@@ -133,8 +137,13 @@ class SynthesisActor:
                                          size, self.device, self.code_upper)
         else:
             param = image_parameterization(batch.config, seeds, size, self.preprocessing.mean01_rgb, self.device)
+        return param, objective
+
+    def run(self, batch: Batch) -> BatchResult:
+        t0 = time.perf_counter()
+        param, objective = self.setup(batch)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
-            result = optimize(param, objective, lambda x: cap(self.normalize(x)), batch.steps, batch.config.rule)
+            result = optimize(param, objective, lambda x: cap(self._input(x)), batch.steps, batch.config.rule)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))

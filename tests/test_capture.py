@@ -55,3 +55,22 @@ def test_capture_block_keeps_hooks_for_many_calls_and_removes_them(tiny):
     assert tiny.after.calls == 0
     with pytest.raises(RuntimeError, match="inside its `with` block"):
         cap(torch.ones(1, 3, 16, 16))
+
+
+def test_frozen_batchnorm_keeps_names_and_outputs():
+    from torch import nn
+
+    from models.frozen import FrozenBatchNorm, freeze_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    bn = net[1]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    net.eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = capture(net, x, ["1"])["1"]
+    assert freeze_batchnorm(net) == 1 and isinstance(net[1], FrozenBatchNorm)
+    assert torch.allclose(capture(net, x, ["1"])["1"], before, atol=1e-5)
