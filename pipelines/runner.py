@@ -69,6 +69,15 @@ def make_batches(items: list[tuple[ItemKey, object]], batch_size: int) -> list[l
     return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
 
 
+def _loopback_only() -> None:
+    """Make every process of a local Ray instance resolve 'this node' to 127.0.0.1, so nothing listens on
+    or talks to the machine's network address (Ray's agents are started with this environment)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(address: str) -> None:
     """`local`: a Ray instance on this machine. Otherwise join `address` (auto, host:port, ray://...)
     and ship this repository as the job's working_dir, so workers run the driver's code."""
@@ -76,7 +85,8 @@ def init_ray(address: str) -> None:
         return
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
     if address in ("", "local", None):
-        ray.init(_node_ip_address="127.0.0.1", **kwargs)  # a local run listens on loopback only
+        _loopback_only()
+        ray.init(_node_ip_address="127.0.0.1", **kwargs)
     else:
         try:
             ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": _SHIP_EXCLUDES},

@@ -108,19 +108,11 @@ class SynthesisActor:
             self.generator = load_net(gen_entry, spec.generator_weights, storage_options=spec.storage_options,
                                       device=self.device, seed=seed)
 
-    def describe(self) -> dict:
-        """Digests and device, for the run manifest."""
-        out = {"device": str(self.device), "model_weights": self.target.weights_uri,
-               "model_sha256": self.target.weights_sha256}
-        if self.generator is not None:
-            out.update(generator_weights=self.generator.weights_uri, generator_sha256=self.generator.weights_sha256)
-        return out
-
     def ping(self) -> str:
         """Cheap call the driver uses to learn that a restarted actor is back."""
         return str(self.device)
 
-    def _input(self, x01: torch.Tensor) -> torch.Tensor:
+    def model_input(self, x01: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB images -> the net's input, in the channels_last layout the nets are kept in."""
         return self.normalize(x01).contiguous(memory_format=torch.channels_last)
 
@@ -143,7 +135,7 @@ class SynthesisActor:
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
-            result = optimize(param, objective, lambda x: cap(self._input(x)), batch.steps, batch.config.rule)
+            result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))

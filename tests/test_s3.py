@@ -19,7 +19,7 @@ from tests.s3server import FlakyProxy, MotoServer, s3_env
 
 pytestmark = pytest.mark.integration
 SECRET = "NAFAKESECRET-7f3c9e21d4b8-do-not-leak"
-ARGS = ["atlas", "--layers", "features.3", "--units", "0:12", "--seeds", "1", "--steps", "15", "--batch-size", "2"]
+ARGS = ["atlas", "--layers", "features.3", "--units", "0:12", "--seeds", "1", "--steps", "40", "--batch-size", "2"]
 
 
 @pytest.fixture(scope="module")
