@@ -150,6 +150,7 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     load = [0] * n_actors
     healthy = set(range(n_actors))
     synth_s, written = 0.0, 0
+    last_error: Exception | None = None
     progress = Progress(len(todo))
 
     def fill(ai: int) -> None:
@@ -169,7 +170,8 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
                 ai = probes.pop(ref)
                 try:
                     ray.get(ref)
-                except RayError:
+                except RayError as e:
+                    last_error = e
                     log(f"actor {ai} could not be restarted; continuing with {len(healthy)} actors")
                     continue
                 healthy.add(ai)
@@ -183,6 +185,7 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
             except RayTaskError:
                 raise  # a bug in synthesis: stop with its traceback
             except RayError as e:  # the actor or its node died
+                last_error = e
                 queue.appendleft(batch)
                 if ai in healthy:
                     healthy.discard(ai)
@@ -199,7 +202,7 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
             fill(ai)
     progress.close()
     if queue:
-        raise RuntimeError(f"{len(queue)} batches left but no actor could run them")
+        raise RuntimeError(f"{len(queue)} batches left but every actor is gone; last error: {last_error}")
     wall = time.perf_counter() - t0
     summary = RunSummary(len(plan.items), skipped, written, wall, synth_s, n_actors)
     write_manifest(store, plan, run_id, status="finished", finished_at=_now(),
