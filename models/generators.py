@@ -15,7 +15,7 @@ from torch import nn
 
 from .registry import register
 
-__all__ = ["GeneratorEntry", "DeePSiM", "TinyGenerator"]
+__all__ = ["GeneratorEntry", "DeePSiM", "PooledFeatureGenerator", "TinyGenerator"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class GeneratorEntry:
     scale: float = 255.0
     default_weights: Callable[[], str] | None = None
     description: str = ""
+    # (target net, layer) whose codes G inverts: `neuron-atlas stats --generator` measures them there
+    encoder: tuple[str, str] | None = None
     kind: str = field(default="generator", init=False)
 
     @property
@@ -96,6 +98,29 @@ class DeePSiM(nn.Module):
         return self.deconv0(x)
 
 
+class PooledFeatureGenerator(nn.Module):
+    """A DeePSiM-style generator for 1280-d pooled MobileNetV2 features: code [B, 1280] -> [B, 3, 128, 128].
+
+    About 3.1 M parameters (12.5 MB in float32), small enough to train on a CPU and to ship.
+    """
+
+    def __init__(self, code_dim: int = 1280):
+        super().__init__()
+        self.defc = nn.Linear(code_dim, 128 * 4 * 4)
+        self.deconv5 = nn.ConvTranspose2d(128, 128, 4, 2, 1)  # 8
+        self.deconv4 = nn.ConvTranspose2d(128, 64, 4, 2, 1)  # 16
+        self.deconv3 = nn.ConvTranspose2d(64, 64, 4, 2, 1)  # 32
+        self.deconv2 = nn.ConvTranspose2d(64, 32, 4, 2, 1)  # 64
+        self.deconv1 = nn.ConvTranspose2d(32, 3, 4, 2, 1)  # 128
+        self.act = _lrelu()
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.defc(code)).view(-1, 128, 4, 4)
+        for layer in (self.deconv5, self.deconv4, self.deconv3, self.deconv2):
+            x = self.act(layer(x))
+        return self.deconv1(x)
+
+
 class TinyGenerator(nn.Module):
     """A small generator (code [B, code_dim] -> [B, 3, 64, 64]) for tests and quick CPU runs."""
 
@@ -115,12 +140,18 @@ class TinyGenerator(nn.Module):
 
 
 for _entry in (
+    # CaffeNet's fc6/fc7 after ReLU and pool5 are torchvision AlexNet's classifier.2 / .5 and features.12
     GeneratorEntry("deepsim-fc6", lambda: DeePSiM("fc6"), (4096,), 256,
-                   description="DeePSiM generator inverting CaffeNet fc6 (Dosovitskiy & Brox 2016)"),
+                   description="DeePSiM generator inverting CaffeNet fc6 (Dosovitskiy & Brox 2016)",
+                   encoder=("alexnet", "classifier.2")),
     GeneratorEntry("deepsim-fc7", lambda: DeePSiM("fc7"), (4096,), 256,
-                   description="DeePSiM generator inverting CaffeNet fc7"),
+                   description="DeePSiM generator inverting CaffeNet fc7", encoder=("alexnet", "classifier.5")),
     GeneratorEntry("deepsim-pool5", lambda: DeePSiM("pool5"), (256, 6, 6), 256,
-                   description="DeePSiM generator inverting CaffeNet pool5"),
+                   description="DeePSiM generator inverting CaffeNet pool5", encoder=("alexnet", "features.12")),
+    # MobileNetV2's pooled features are the input of classifier.0 (Dropout, the identity in eval mode)
+    GeneratorEntry("mnv2-pool", PooledFeatureGenerator, (1280,), 128, bgr=False, mean=(0.485, 0.456, 0.406),
+                   scale=1.0, description="small DeePSiM-style generator inverting MobileNetV2's pooled features",
+                   encoder=("mobilenet_v2", "classifier.0")),
     GeneratorEntry("tiny", lambda: TinyGenerator(64), (64,), 64, bgr=False, mean=(0.5, 0.5, 0.5), scale=1.0,
                    description="small 64-d -> 64x64 generator for tests and quick runs"),
 ):

@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
     g.add_argument("--storage-retry-s", type=float, default=120.0,
                    help="seconds of backoff for transient storage faults before the run stops")
+    p = sub.add_parser("stats", help="per-unit code statistics (mean, std, max) that set DGN-AM's clip bounds")
+    p.add_argument("--generator", help="generator whose encoder layer to measure (e.g. mnv2-pool, deepsim-fc6)")
+    p.add_argument("--model", help="encoder net (overrides the generator's)")
+    p.add_argument("--layer", help="encoder layer (overrides the generator's)")
+    p.add_argument("--weights", help="encoder weights URI; default: the embedded weights")
+    p.add_argument("--images", required=True, help="folder/prefix URI of .jpg/.png images, or 'offline'")
+    p.add_argument("--out", default="./stats-out", help="output folder or URI")
+    p.add_argument("--k", type=float, default=3.0, help="upper bound = mean + k * std")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=256, help="images per Ray task")
+    p.add_argument("--address", default="local")
+    p.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
+    p.add_argument("--config", help="TOML file holding any of the flags")
     return parser
 
 
@@ -152,6 +165,19 @@ def _atlas_spec(args):
                      address=args.address, storage_retry_s=args.storage_retry_s)
 
 
+def _cmd_stats(args) -> int:
+    from .stats import StatsSpec, resolve_encoder, run_stats
+
+    model, layer = resolve_encoder(args.generator, args.model, args.layer)
+    spec = StatsSpec(model=model, layer=layer, images=args.images, out=args.out, weights=args.weights, k=args.k,
+                     storage_options=dict(args.storage_option), batch_size=args.batch_size,
+                     shard_size=args.shard_size, address=args.address, generator=args.generator)
+    s = run_stats(spec, log=lambda m: print(m, file=sys.stderr))
+    print(f"stats of {model} {layer}: {s.count} images, {len(s.mean)} units, mean upper bound "
+          f"{float(s.upper_bounds(args.k).mean()):.3f}; wrote {args.out}/stats.parquet and {args.out}/bounds.npy")
+    return 0
+
+
 def _cmd_atlas(args) -> int:
     from .runner import run_atlas
     from .spec import plan
@@ -171,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
-        handler = {"layers": _cmd_layers, "atlas": _cmd_atlas}[args.command]
+        handler = {"layers": _cmd_layers, "atlas": _cmd_atlas, "stats": _cmd_stats}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)
@@ -179,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as e:
         print(f"neuron-atlas: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

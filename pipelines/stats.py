@@ -1,0 +1,154 @@
+"""`neuron-atlas stats`: per-unit code statistics of an encoder layer over a set of real images, and the
+per-unit bounds file DGN-AM clips its codes to (upper = mean + k*sigma, lower 0 for post-ReLU codes).
+
+Images come from any fsspec URI (a folder or bucket prefix of .jpg/.jpeg/.png files) or `offline` (the
+photos bundled with skimage and scikit-learn). The list is cut into shards that Ray tasks encode in
+parallel; each returns exact (count, mean, M2, max) sums that the driver merges exactly.
+
+Writes under --out: `stats.parquet` (unit, mean, std, max, count, upper), `bounds.npy` (float32 upper bounds,
+what `atlas --bounds` reads) and `stats.json` (what was measured, with the weights digest).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from models.capture import unknown_layer
+from models.errors import UserInputError
+from models.loading import load_net
+from models.registry import resolve_model
+from models.retry import with_retries
+from tasks.stats import RunningStats, encode
+
+from .photos import offline_photos, to_model_input
+from .progress import Progress
+from .storage import Store
+
+__all__ = ["StatsSpec", "run_stats", "list_images"]
+
+OFFLINE = "offline"
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class StatsSpec:
+    model: str
+    layer: str
+    images: str
+    out: str
+    weights: str | None = None
+    k: float = 3.0
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    shard_size: int = 256
+    address: str = "local"
+    generator: str | None = None  # recorded only: the generator whose encoder this is
+
+
+def resolve_encoder(generator: str | None, model: str | None, layer: str | None) -> tuple[str, str]:
+    """(model, layer) from --model/--layer, or from the generator's registry entry."""
+    if model and layer:
+        return model, layer
+    if generator:
+        entry = resolve_model(generator)
+        encoder = getattr(entry, "encoder", None)
+        if encoder is None:
+            raise UserInputError(f"generator {generator!r} names no encoder; pass --model and --layer")
+        return model or encoder[0], layer or encoder[1]
+    raise UserInputError("stats needs --generator, or --model and --layer (the encoder layer the generator inverts)")
+
+
+def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
+    """Image sources: indices into the offline photos for `offline`, else the image files under `uri`."""
+    if uri == OFFLINE:
+        return list(range(len(offline_photos())))
+    try:
+        fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options))
+        found = with_retries(lambda: fs.find(root) if fs.isdir(root) else [root], uri, missing_ok=True)
+    except FileNotFoundError as e:
+        raise UserInputError(f"--images {uri!r} not found; pass a folder, a bucket prefix or 'offline'") from e
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    files = sorted(p for p in found if p.lower().endswith(_IMAGE_SUFFIXES))
+    if not files:
+        raise UserInputError(f"no .jpg/.jpeg/.png images under --images {uri!r}")
+    return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in files]
+
+
+def _load(source, storage_options: Mapping[str, Any], photos) -> np.ndarray:
+    if isinstance(source, int):
+        return photos[source][1]
+    with fsspec.open(source, "rb", **dict(storage_options)) as f:
+        blob = f.read()
+    return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+
+
+def shard_stats(model: str, weights: str | None, layer: str, sources: list, storage_options: Mapping[str, Any],
+                batch_size: int) -> RunningStats:
+    """Encode one shard of images and summarize its codes (runs inside a Ray task)."""
+    entry = resolve_model(model)
+    net = load_net(entry, weights, storage_options=storage_options)
+    to_input = entry.preprocessing.module()
+    photos = offline_photos() if any(isinstance(s, int) for s in sources) else None
+    size = entry.preprocessing.size
+    x = torch.tensor(np.stack([to_model_input(_load(s, storage_options, photos), size) for s in sources]))
+    return RunningStats.of(encode(net.net, lambda t: to_input(t).contiguous(memory_format=torch.channels_last),
+                                  x, layer, batch_size))
+
+
+def run_stats(spec: StatsSpec, log=print) -> RunningStats:
+    """Validate, fan the shards out over Ray, merge exactly, write the three outputs; returns the stats."""
+    import ray
+
+    from .runner import init_ray
+
+    if spec.k <= 0:
+        raise UserInputError(f"--k {spec.k} must be positive")
+    entry = resolve_model(spec.model)
+    target = load_net(entry, spec.weights, storage_options=spec.storage_options)
+    if spec.layer not in target.layers:
+        raise unknown_layer(spec.layer, spec.model)
+    sources = list_images(spec.images, spec.storage_options)
+    store = Store(spec.out, spec.storage_options)
+    store.check_writable()
+    shards = [sources[i:i + spec.shard_size] for i in range(0, len(sources), spec.shard_size)]
+    init_ray(spec.address)
+    remote = ray.remote(shard_stats)
+    pending = [remote.remote(spec.model, spec.weights, spec.layer, s, dict(spec.storage_options), spec.batch_size)
+               for s in shards]
+    sizes = {ref: len(s) for ref, s in zip(pending, shards)}
+    progress = Progress(len(sources), desc="encoding")
+    total = None
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        part = ray.get(ready[0])
+        total = part if total is None else total.merge(part)
+        progress.update(sizes[ready[0]])
+    progress.close()
+    _write(store, spec, total, target.weights_sha256)
+    return total
+
+
+def _write(store: Store, spec: StatsSpec, s: RunningStats, weights_sha: str | None) -> None:
+    upper = s.upper_bounds(spec.k)
+    table = pa.table({"unit": np.arange(len(s.mean), dtype=np.int32), "mean": s.mean, "std": s.std,
+                      "max": s.max, "count": np.full(len(s.mean), s.count, dtype=np.int64), "upper": upper})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    store.write_bytes("stats.parquet", sink.getvalue().to_pybytes())
+    buf = io.BytesIO()
+    np.save(buf, upper.astype(np.float32))
+    store.write_bytes("bounds.npy", buf.getvalue())
+    meta = {"model": spec.model, "layer": spec.layer, "weights_sha256": weights_sha, "images": spec.images,
+            "count": s.count, "units": len(s.mean), "k": spec.k, "upper": "mean + k * std (population std)",
+            "generator": spec.generator, "upper_mean": float(upper.mean())}
+    store.write_bytes("stats.json", json.dumps(meta, indent=2).encode())
