@@ -102,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="local")
     p.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
     p.add_argument("--config", help="TOML file holding any of the flags")
+    p = sub.add_parser("train-generator", help="train a generator prior that inverts a layer of an encoder")
+    p.add_argument("--generator", default="mnv2-pool", help="generator architecture (registry name)")
+    p.add_argument("--encoder", help="encoder net (default: the generator's)")
+    p.add_argument("--encoder-layer", help="layer whose codes G inverts (default: the generator's)")
+    p.add_argument("--encoder-weights", help="encoder weights URI; default: the embedded weights")
+    p.add_argument("--comparator-layer", help="layer of the encoder net for the feature loss "
+                   "(default: the encoder layer)")
+    p.add_argument("--images", default="offline", help="folder/prefix URI of .jpg/.png images, or 'offline'")
+    p.add_argument("--out", default="./generator-out", help="checkpoint and output folder or URI")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--w-pixel", type=float, default=1.0)
+    p.add_argument("--w-feature", type=float, default=1.0)
+    p.add_argument("--w-adversarial", type=float, default=0.01)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
+    p.add_argument("--config", help="TOML file holding any of the flags")
     return parser
 
 
@@ -178,6 +197,25 @@ def _cmd_stats(args) -> int:
     return 0
 
 
+def _cmd_train_generator(args) -> int:
+    from tasks.deepsim import LossWeights
+
+    from .stats import resolve_encoder
+    from .train_generator import TrainSpec, train_generator
+
+    model, layer = resolve_encoder(args.generator, args.encoder, args.encoder_layer)
+    spec = TrainSpec(generator=args.generator, encoder_model=model, encoder_layer=layer,
+                     comparator_layer=args.comparator_layer or layer, images=args.images, out=args.out,
+                     steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                     weights=LossWeights(args.w_pixel, args.w_feature, args.w_adversarial),
+                     encoder_weights=args.encoder_weights, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                     storage_options=dict(args.storage_option))
+    history = train_generator(spec, log=lambda m: print(m, file=sys.stderr))
+    print(f"trained {args.generator} to step {history[-1]['step']}; wrote {args.out}/generator.pt, "
+          f"{args.out}/losses.json and {args.out}/loss_curve.png")
+    return 0
+
+
 def _cmd_atlas(args) -> int:
     from .runner import run_atlas
     from .spec import plan
@@ -197,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
-        handler = {"layers": _cmd_layers, "atlas": _cmd_atlas, "stats": _cmd_stats}[args.command]
+        handler = {"layers": _cmd_layers, "atlas": _cmd_atlas, "stats": _cmd_stats,
+                   "train-generator": _cmd_train_generator}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)

@@ -34,7 +34,7 @@ from .photos import offline_photos, to_model_input
 from .progress import Progress
 from .storage import Store
 
-__all__ = ["StatsSpec", "run_stats", "list_images"]
+__all__ = ["StatsSpec", "run_stats", "list_images", "load_image", "OFFLINE"]
 
 OFFLINE = "offline"
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -84,7 +84,7 @@ def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
     return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in files]
 
 
-def _load(source, storage_options: Mapping[str, Any], photos) -> np.ndarray:
+def load_image(source, storage_options: Mapping[str, Any], photos) -> np.ndarray:
     if isinstance(source, int):
         return photos[source][1]
     with fsspec.open(source, "rb", **dict(storage_options)) as f:
@@ -100,7 +100,7 @@ def shard_stats(model: str, weights: str | None, layer: str, sources: list, stor
     to_input = entry.preprocessing.module()
     photos = offline_photos() if any(isinstance(s, int) for s in sources) else None
     size = entry.preprocessing.size
-    x = torch.tensor(np.stack([to_model_input(_load(s, storage_options, photos), size) for s in sources]))
+    x = torch.tensor(np.stack([to_model_input(load_image(s, storage_options, photos), size) for s in sources]))
     return RunningStats.of(encode(net.net, lambda t: to_input(t).contiguous(memory_format=torch.channels_last),
                                   x, layer, batch_size))
 

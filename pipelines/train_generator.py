@@ -1,0 +1,154 @@
+"""`neuron-atlas train-generator`: DeePSiM-style training of a generator prior that inverts a chosen layer
+of an encoder (any registry net truncated there), from images at any fsspec URI or the offline photos.
+
+Checkpoints (G, D, both optimizers, step, loss history) go to `<out>/checkpoint.pt` every
+`--checkpoint-every` steps and at the end, written atomically; rerunning the same command resumes from it.
+At the end `<out>/generator.pt` holds G's state dict (what `atlas --generator-weights` loads),
+`<out>/losses.json` the loss history and `<out>/loss_curve.png` a picture of it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torchvision.transforms import v2
+
+from models.capture import Capture, unknown_layer
+from models.errors import UserInputError
+from models.loading import load_net
+from models.registry import resolve_model
+from tasks.deepsim import DeePSiMTrainer, LossWeights
+
+from .photos import offline_photos
+from .stats import list_images, load_image
+from .storage import Store
+
+__all__ = ["TrainSpec", "train_generator"]
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    generator: str
+    encoder_model: str
+    encoder_layer: str
+    comparator_layer: str
+    images: str
+    out: str
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 2e-4
+    weights: LossWeights = LossWeights()
+    encoder_weights: str | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _feature_fn(net, pre, layer: str):
+    """[0, 1] RGB at any size -> the layer's output for the net's input size (hooks live per call)."""
+    size, normalize = pre.size, pre.module()
+
+    def f(x01: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x01, size=size, mode="bilinear", align_corners=False) if x01.shape[-2:] != size else x01
+        with Capture(net.net, [layer]) as cap:
+            return cap(normalize(x).contiguous(memory_format=torch.channels_last))[layer]
+    return f
+
+
+def _loss_curve(history: list[dict]) -> bytes:
+    w, h, pad = 640, 320, 30
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    colours = {"loss_g": "black", "pixel": "blue", "feature": "green", "adversarial": "orange", "loss_d": "red"}
+    for i, (key, colour) in enumerate(colours.items()):
+        ys = np.log10(np.maximum([r[key] for r in history], 1e-8))
+        lo, hi = ys.min(), max(ys.max(), ys.min() + 1e-6)
+        pts = [(pad + (w - 2 * pad) * j / max(len(ys) - 1, 1), h - pad - (h - 2 * pad) * (y - lo) / (hi - lo))
+               for j, y in enumerate(ys)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=1)
+        draw.text((pad + 110 * i, 6), f"{key} (log, own scale)", fill=colour)
+    draw.text((pad, h - pad + 8), f"step 1 .. {history[-1]['step']}", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def train_generator(spec: TrainSpec, log=print) -> list[dict]:
+    """Train (or resume) and write the outputs described in the module docstring; returns the history."""
+    if spec.steps < 1 or spec.batch_size < 1:
+        raise UserInputError("--steps and --batch-size must be at least 1")
+    torch.manual_seed(spec.seed)
+    gen_entry = resolve_model(spec.generator)
+    if getattr(gen_entry, "kind", None) != "generator":
+        raise UserInputError(f"--generator {spec.generator!r} is not a generator")
+    enc_entry = resolve_model(spec.encoder_model)
+    encoder = load_net(enc_entry, spec.encoder_weights, storage_options=spec.storage_options)
+    for layer in (spec.encoder_layer, spec.comparator_layer):
+        if layer not in encoder.layers:
+            raise unknown_layer(layer, spec.encoder_model)
+    code_dim = int(np.prod(gen_entry.code_shape))
+    enc_units = int(np.prod(encoder.layers[spec.encoder_layer].shape))
+    if enc_units != code_dim:
+        raise UserInputError(f"encoder layer {spec.encoder_layer!r} has {enc_units} units but generator "
+                             f"{spec.generator!r} takes {code_dim}-d codes")
+    store = Store(spec.out, spec.storage_options)
+    store.check_writable()
+    sources = list_images(spec.images, spec.storage_options)
+    photos = offline_photos() if spec.images == "offline" else None
+    pictures = [torch.from_numpy(np.array(load_image(s, spec.storage_options, photos))).permute(2, 0, 1) for s in sources]
+    s = gen_entry.out_size
+    augment = v2.Compose([v2.RandomResizedCrop(s, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                          v2.ColorJitter(0.3, 0.3, 0.3, 0.05)])
+
+    g = gen_entry.build()
+    pre = enc_entry.preprocessing
+    trainer = DeePSiMTrainer(g, gen_entry.to_image01, _feature_fn(encoder, pre, spec.encoder_layer),
+                             _feature_fn(encoder, pre, spec.comparator_layer), code_dim, spec.weights, spec.lr)
+    history: list[dict] = []
+    try:
+        ckpt = torch.load(io.BytesIO(store.read_bytes("checkpoint.pt")), map_location="cpu", weights_only=True)
+        trainer.load_state_dict(ckpt)
+        history = json.loads(store.read_bytes("losses.json"))[: trainer.step_count]
+        log(f"resuming from step {trainer.step_count} of {spec.steps}")
+    except FileNotFoundError:
+        pass
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(spec.seed)
+    while trainer.step_count < spec.steps:
+        torch.manual_seed(spec.seed * 1_000_003 + trainer.step_count)  # resumable augmentation stream
+        idx = rng.integers(0, len(pictures), spec.batch_size)
+        x = torch.stack([augment(pictures[i]) for i in idx]).float() / 255.0
+        history.append(trainer.step(x))
+        step = trainer.step_count
+        if step % 10 == 0 or step == spec.steps:
+            r = history[-1]
+            rate = len(history) / max(time.perf_counter() - t0, 1e-9)
+            log(f"step {step}/{spec.steps}: G {r['loss_g']:.4f} (pixel {r['pixel']:.4f}, feature "
+                f"{r['feature']:.4f}, adversarial {r['adversarial']:.3f}), D {r['loss_d']:.3f}; "
+                f"ETA {(spec.steps - step) / rate:.0f} s")
+        if step % spec.checkpoint_every == 0 or step == spec.steps:
+            _checkpoint(store, trainer, history)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in trainer.g.state_dict().items()}, buf)
+    store.write_bytes("generator.pt", buf.getvalue())
+    store.write_bytes("loss_curve.png", _loss_curve(history))
+    store.write_bytes("train.json", json.dumps({**{k: v for k, v in asdict(spec).items()
+                                                   if k != "storage_options"}, "images_count": len(pictures)},
+                                               indent=2, default=str).encode())
+    return history
+
+
+def _checkpoint(store: Store, trainer: DeePSiMTrainer, history: list[dict]) -> None:
+    buf = io.BytesIO()
+    torch.save(trainer.state_dict(), buf)
+    store.write_bytes("losses.json", json.dumps(history).encode())
+    store.write_bytes("checkpoint.pt", buf.getvalue())
