@@ -16,24 +16,9 @@ import tomllib
 
 from models.errors import StorageError, UserInputError
 
+from .argtypes import floats3, key_value
+
 __all__ = ["main", "build_parser"]
-
-
-def _floats3(text: str) -> tuple[float, float, float]:
-    try:
-        vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers, e.g. 0.485,0.456,0.406")
-    return vals  # type: ignore[return-value]
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -41,10 +26,10 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="mobilenet_v2", help="registry name or package.module:Callable")
     g.add_argument("--weights", help="weights URI (any fsspec URI), or 'random'; default: the embedded weights")
     g.add_argument("--input-size", type=int, help="input size for a package.module:Callable model")
-    g.add_argument("--mean", type=_floats3, help="per-channel mean, in the net's channel order and scale")
-    g.add_argument("--std", type=_floats3, help="per-channel std")
+    g.add_argument("--mean", type=floats3, help="per-channel mean, in the net's channel order and scale")
+    g.add_argument("--std", type=floats3, help="per-channel std")
     g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
-    g.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+    g.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
     g.add_argument("--config", help="TOML file holding any of the flags")
 
@@ -61,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("selection")
     g.add_argument("--layers", help="comma-separated layer paths; default: the model's demo selection")
     g.add_argument("--units", default="all", help="'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
-    g.add_argument("--layer-units", action="append", type=_key_value, default=[], metavar="LAYER=SPEC",
+    g.add_argument("--layer-units", action="append", type=key_value, default=[], metavar="LAYER=SPEC",
                    help="units for one layer, overriding --units")
     g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
@@ -100,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=256, help="images per Ray task")
     p.add_argument("--address", default="local")
-    p.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
+    p.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
     p.add_argument("--config", help="TOML file holding any of the flags")
+    from . import import_caffe
+
+    import_caffe.add_subcommand(sub)
+
     p = sub.add_parser("train-generator", help="train a generator prior that inverts a layer of an encoder")
     p.add_argument("--generator", default="mnv2-pool", help="generator architecture (registry name)")
     p.add_argument("--encoder", help="encoder net (default: the generator's)")
@@ -119,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-adversarial", type=float, default=0.01)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--storage-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
+    p.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
     p.add_argument("--config", help="TOML file holding any of the flags")
     return parser
 
@@ -216,6 +205,12 @@ def _cmd_train_generator(args) -> int:
     return 0
 
 
+def _cmd_import_caffe(args) -> int:
+    from . import import_caffe
+
+    return import_caffe.run(args)
+
+
 def _cmd_atlas(args) -> int:
     from .runner import run_atlas
     from .spec import plan
@@ -236,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
         handler = {"layers": _cmd_layers, "atlas": _cmd_atlas, "stats": _cmd_stats,
-                   "train-generator": _cmd_train_generator}[args.command]
+                   "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)
