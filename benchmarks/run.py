@@ -78,11 +78,16 @@ def mixed_units(layers, per_layer: int, actor: SynthesisActor) -> list[Unit]:
     return units
 
 
+def _by_layer(units: list[Unit]) -> dict[str, list[Unit]]:
+    groups: dict[str, list[Unit]] = {}
+    for u in units:
+        groups.setdefault(u.layer, []).append(u)
+    return groups
+
+
 def time_ours(actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch_size: int) -> float:
     """Seconds to optimize every unit (seed 0), batches of `batch_size` that never mix layers."""
-    by_layer: dict[str, list[Unit]] = {}
-    for u in units:
-        by_layer.setdefault(u.layer, []).append(u)
+    by_layer = _by_layer(units)
     t0 = time.perf_counter()
     for group in by_layer.values():
         for i in range(0, len(group), batch_size):
@@ -107,9 +112,7 @@ def compare(name: str, actor: SynthesisActor, units: list[Unit], cfg, steps: int
     actor.run(Batch(tuple(WorkItem(u, 0) for u in units[:2]), cfg, 1))  # warm-up
     t_batched = time_ours(actor, units, cfg, steps, batch)
     t_single = time_ours(actor, units, cfg, steps, 1)
-    by_layer: dict[str, list[Unit]] = {}
-    for u in units:
-        by_layer.setdefault(u.layer, []).append(u)
+    by_layer = _by_layer(units)
     flops = sum(step_flops(actor, g[:batch], cfg) * (len(g) / len(g[:batch])) for g in by_layer.values())
     achieved = flops * steps / t_batched
     row = {"name": name, "items": len(units), "steps": steps, "batch": batch,
@@ -131,7 +134,7 @@ def ablation(actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch: i
     for m in actor.target.net.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
-    actor.model_input = actor.normalize  # NCHW input
+    actor.model_input = actor.target.normalize  # NCHW input
     try:
         t_plain = time_ours(actor, units, cfg, steps, batch)
     finally:

@@ -32,6 +32,13 @@ class LoadedNet:
     weights_uri: str
     weights_sha256: str | None
     device: torch.device
+    normalize: nn.Module | None = None  # the entry's preprocessing on `device` (None for generators)
+
+    def to_input(self, x01: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB images -> this net's input, in the channels_last layout `load_net` keeps nets in."""
+        if self.normalize is None:
+            raise TypeError(f"{self.entry.name!r} takes codes, not images")
+        return self.normalize(x01).contiguous(memory_format=torch.channels_last)
 
 
 def resolve_weights_uri(entry, weights: str | None) -> str:
@@ -70,4 +77,6 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
     net.to(dev, memory_format=torch.channels_last)
     example = torch.zeros(1, *entry.example_input_shape, device=dev)
     layers = trace_layers(net, example)
-    return LoadedNet(entry, net, layers, uri, sha, dev)
+    pre = getattr(entry, "preprocessing", None)
+    normalize = pre.module().to(dev) if pre is not None else None
+    return LoadedNet(entry, net, layers, uri, sha, dev, normalize)

@@ -97,12 +97,10 @@ def shard_stats(model: str, weights: str | None, layer: str, sources: list, stor
     """Encode one shard of images and summarize its codes (runs inside a Ray task)."""
     entry = resolve_model(model)
     net = load_net(entry, weights, storage_options=storage_options)
-    to_input = entry.preprocessing.module()
     photos = offline_photos() if any(isinstance(s, int) for s in sources) else None
     size = entry.preprocessing.size
     x = torch.tensor(np.stack([to_model_input(load_image(s, storage_options, photos), size) for s in sources]))
-    return RunningStats.of(encode(net.net, lambda t: to_input(t).contiguous(memory_format=torch.channels_last),
-                                  x, layer, batch_size))
+    return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size))
 
 
 def run_stats(spec: StatsSpec, log=print) -> RunningStats:

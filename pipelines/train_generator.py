@@ -54,12 +54,12 @@ class TrainSpec:
 
 def _feature_fn(net, pre, layer: str):
     """[0, 1] RGB at any size -> the layer's output for the net's input size (hooks live per call)."""
-    size, normalize = pre.size, pre.module()
+    size = pre.size
 
     def f(x01: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x01, size=size, mode="bilinear", align_corners=False) if x01.shape[-2:] != size else x01
         with Capture(net.net, [layer]) as cap:
-            return cap(normalize(x).contiguous(memory_format=torch.channels_last))[layer]
+            return cap(net.to_input(x))[layer]
     return f
 
 

@@ -99,7 +99,6 @@ class SynthesisActor:
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
                                seed=seed)
-        self.normalize = entry.preprocessing.module().to(self.device)
         self.preprocessing = entry.preprocessing
         self.generator = None
         self.code_upper = code_upper
@@ -113,8 +112,8 @@ class SynthesisActor:
         return str(self.device)
 
     def model_input(self, x01: torch.Tensor) -> torch.Tensor:
-        """[0, 1] RGB images -> the net's input, in the channels_last layout the nets are kept in."""
-        return self.normalize(x01).contiguous(memory_format=torch.channels_last)
+        """[0, 1] RGB images -> the target net's input (see LoadedNet.to_input)."""
+        return self.target.to_input(x01)
 
     def setup(self, batch: Batch) -> tuple[Parameterization, Objective]:
         """The batch's parameterization (initialised from each item's seed) and per-item objective."""
