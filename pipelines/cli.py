@@ -16,7 +16,7 @@ import tomllib
 
 from models.errors import StorageError, UserInputError
 
-from .argtypes import floats3, key_value
+from .argtypes import floats3, key_value, objective_arg
 
 __all__ = ["main", "build_parser"]
 
@@ -34,7 +34,27 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="TOML file holding any of the flags")
 
 
+def _add_generator_flags(g) -> None:
+    g.add_argument("--generator", default="deepsim-fc6", help="generator prior G (registry name)")
+    g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
+    g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
+    g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")
+
+
+def _add_execution_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("execution")
+    g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
+    g.add_argument("--address", default="local", help="'local', 'auto' or a ray:// address")
+    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=1.0)
+    g.add_argument("--storage-retry-s", type=float, default=120.0,
+                   help="seconds of backoff for transient storage faults before the run stops")
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.inverse import InverseConfig
+
     parser = argparse.ArgumentParser(prog="neuron-atlas", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -57,23 +77,46 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
     g.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="step = lr * g / mean|g| per item (default on for both methods)")
+    g.add_argument("--objective", type=objective_arg, default=("unit", None, None, 0.0),
+                   metavar="unit|softmax|blend:A,B:GAMMA",
+                   help="unit activation (default), class probability, or units A and B of the layer together "
+                        "with the penalty GAMMA*(a_A - a_B)^2")
+    g.add_argument("--direction", choices=["max", "min"], default="max",
+                   help="min: least-preferred inputs (the reported activations are the unit's own)")
     g.add_argument("--preset", default="lowfreq", help="image AM regularizer preset: sparse, highfreq, "
                    "lowfreq (the paper's best), contrib, none")
-    g.add_argument("--generator", default="deepsim-fc6", help="DGN-AM generator (registry name)")
-    g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
-    g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
-    g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")
+    _add_generator_flags(g)
     g.add_argument("--l2", choices=["decay", "paper"], default="decay",
                    help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
     g.add_argument("--l2-lambda", type=float, default=0.005)
-    g = p.add_argument_group("execution")
-    g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
-    g.add_argument("--address", default="local", help="'local', 'auto' or a ray:// address")
-    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
-    g.add_argument("--gpus-per-actor", type=float, default=1.0)
+    g = _add_execution_flags(p)
     g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
-    g.add_argument("--storage-retry-s", type=float, default=120.0,
-                   help="seconds of backoff for transient storage faults before the run stops")
+
+    p = sub.add_parser("inverse", help="inverse-set samples: many diverse images with activations in [Z1, Z2]")
+    _add_model_flags(p)
+    g = p.add_argument_group("constraints")
+    g.add_argument("--constraint", action="append", default=[], metavar="LAYER:UNIT[@Y,X]:Z1:Z2",
+                   help="repeat to intersect; UNIT may be a list or range ('3,17', '0:8') for one run per unit")
+    g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
+    g = p.add_argument_group("sampling (defaults: the paper's settings)")
+    d = InverseConfig()
+    g.add_argument("--n", type=int, default=d.n, help="samples per run, seeds included")
+    g.add_argument("--k", type=int, default=d.k, help="seeds, optimized and then stepped together")
+    g.add_argument("--seed-steps", type=int, default=d.seed_steps, help="gradient steps per outer iteration")
+    g.add_argument("--max-outer", type=int, default=d.max_outer, help="outer (lambda, mu) iterations allowed")
+    g.add_argument("--mu0", type=float, default=d.mu0)
+    g.add_argument("--mu-growth", type=float, default=d.mu_growth)
+    g.add_argument("--lr", type=float, default=d.lr, help="seed-phase step (normalized, in code units)")
+    g.add_argument("--beta", type=float, default=d.beta, help="sampling step (normalized, in code units)")
+    g.add_argument("--max-sample-steps", type=int, default=d.max_sample_steps)
+    g.add_argument("--diversity", choices=["encoder", "code", "none"], default=d.diversity,
+                   help="where the diversity term measures distance (code and none: the paper's ablations)")
+    g.add_argument("--diversity-weight", type=float, default=d.diversity_weight)
+    g.add_argument("--encoder-layer", help="layer of the target net for E(G(c)); default: its middle block")
+    g.add_argument("--init-std", type=float, default=d.init_std, help="std of the random initial codes")
+    g.add_argument("--seed", type=int, default=0)
+    _add_generator_flags(g)
+    _add_execution_flags(p)
     p = sub.add_parser("stats", help="per-unit code statistics (mean, std, max) that set DGN-AM's clip bounds")
     p.add_argument("--generator", help="generator whose encoder layer to measure (e.g. mnv2-pool, deepsim-fc6)")
     p.add_argument("--model", help="encoder net (overrides the generator's)")
@@ -106,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-pixel", type=float, default=1.0)
     p.add_argument("--w-feature", type=float, default=1.0)
     p.add_argument("--w-adversarial", type=float, default=0.01)
+    p.add_argument("--w-code", type=float, default=0.0,
+                   help="weight of ||E(G(y)) - y||^2, the feature loss in the encoder's own space (paper: 0)")
+    p.add_argument("--synthetic-codes", type=int, default=0,
+                   help="extra codes per step drawn inside --bounds, trained with the code loss only")
+    p.add_argument("--synthetic-kind", choices=["mix", "box"], default="mix",
+                   help="mix: blends and intensified copies of the batch's photo codes; box: uniform in bounds")
+    p.add_argument("--bounds", help="code upper bounds (.npy from 'neuron-atlas stats'), for --synthetic-codes")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
@@ -148,6 +198,7 @@ def _cmd_layers(args) -> int:
 
 def _atlas_spec(args):
     from tasks.actor import NetSpec
+    from tasks.objectives import ObjectiveSpec
     from tasks.dgn import DGNConfig
     from tasks.image_am import ImageAMConfig
 
@@ -166,7 +217,14 @@ def _atlas_spec(args):
                   std=args.std, bgr=args.bgr, generator=generator, generator_weights=args.generator_weights,
                   storage_options=storage)
     layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else ()
-    return AtlasSpec(net=net, config=config, layers=layers, units=args.units,
+    kind, a, b, gamma = args.objective
+    units = args.units
+    if kind == "blend":
+        if units != "all":
+            raise UserInputError("--objective blend:A,B:GAMMA names its units; drop --units")
+        units = str(a)
+    objective = ObjectiveSpec(kind, b, gamma, args.direction)
+    return AtlasSpec(net=net, config=config, layers=layers, units=units, objective=objective,
                      layer_units=tuple(args.layer_units), seeds=args.seeds, steps=args.steps,
                      snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
                      batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
@@ -196,8 +254,9 @@ def _cmd_train_generator(args) -> int:
     spec = TrainSpec(generator=args.generator, encoder_model=model, encoder_layer=layer,
                      comparator_layer=args.comparator_layer or layer, images=args.images, out=args.out,
                      steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                     weights=LossWeights(args.w_pixel, args.w_feature, args.w_adversarial),
+                     weights=LossWeights(args.w_pixel, args.w_feature, args.w_adversarial, args.w_code),
                      encoder_weights=args.encoder_weights, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                     synthetic_codes=args.synthetic_codes, synthetic_kind=args.synthetic_kind, bounds=args.bounds,
                      storage_options=dict(args.storage_option))
     history = train_generator(spec, log=lambda m: print(m, file=sys.stderr))
     print(f"trained {args.generator} to step {history[-1]['step']}; wrote {args.out}/generator.pt, "
@@ -209,6 +268,34 @@ def _cmd_import_caffe(args) -> int:
     from . import import_caffe
 
     return import_caffe.run(args)
+
+
+def _cmd_inverse(args) -> int:
+    from tasks.actor import NetSpec
+    from tasks.dgn import DGNConfig
+    from tasks.inverse import InverseConfig
+
+    from .inverse import InverseSpec, plan_inverse, run_inverse
+
+    storage = dict(args.storage_option)
+    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
+                  std=args.std, bgr=args.bgr, generator=args.generator, generator_weights=args.generator_weights,
+                  storage_options=storage)
+    config = InverseConfig(k=args.k, n=args.n, seed_steps=args.seed_steps, max_outer=args.max_outer, mu0=args.mu0,
+                           mu_growth=args.mu_growth, lr=args.lr, beta=args.beta,
+                           max_sample_steps=args.max_sample_steps, diversity=args.diversity,
+                           diversity_weight=args.diversity_weight, init_std=args.init_std)
+    spec = InverseSpec(net=net, constraints=tuple(args.constraint), config=config, encoder_layer=args.encoder_layer,
+                       seed=args.seed, dgn=DGNConfig(upper=args.code_bound), bounds=args.bounds,
+                       snapshot=args.snapshot, out=args.out, storage_options=storage, actors=args.actors,
+                       gpus_per_actor=args.gpus_per_actor, address=args.address,
+                       storage_retry_s=args.storage_retry_s)
+    p = plan_inverse(spec)
+    print(f"neuron-atlas: {len(p.runs)} inverse-set runs (n={config.n}, k={config.k}, diversity in "
+          f"{config.diversity}) -> {args.out}/inverse", file=sys.stderr)
+    summary = run_inverse(p, log=lambda m: print(m, file=sys.stderr))
+    print(summary.line(args.out))
+    return 0
 
 
 def _cmd_atlas(args) -> int:
@@ -231,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
         handler = {"layers": _cmd_layers, "atlas": _cmd_atlas, "stats": _cmd_stats,
-                   "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe}[args.command]
+                   "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
+                   "inverse": _cmd_inverse}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)

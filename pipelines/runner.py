@@ -1,14 +1,8 @@
 """The atlas driver: work list -> batches -> Ray actors -> files under --out, with progress and accounting.
 
 Keys already written under --out are dropped first, so a rerun (or a resume after the driver was killed)
-only computes what is missing. Each actor keeps `QUEUE_DEPTH` batches queued so it never waits on the
-driver; the driver writes finished batches while the actors compute the next ones.
-
-Lost workers: Ray restarts a dead actor (`max_restarts=-1`) wherever resources allow, but does not retry
-the calls it had (`max_task_retries=0`). The driver puts those batches back at the front of the queue, where
-the live actors take them at once instead of waiting for the restart, and sends the restarting actor a
-`ping`; when that returns, the actor gets work again. Each batch is written by the driver exactly once, so
-retries can never duplicate a key.
+only computes what is missing. Batches go out through `dispatch` (lost workers' batches are re-queued) and
+each finished batch is written by the driver exactly once, so retries can never duplicate a key.
 """
 
 from __future__ import annotations
@@ -16,27 +10,23 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from ray.exceptions import RayError, RayTaskError
 
 from models.errors import UserInputError
 from tasks.actor import Batch, SynthesisActor
 
+from .dispatch import ACTOR_OPTIONS, dispatch
 from .keys import ItemKey
 from .manifest import write_manifest
 from .progress import Progress
 from .sink import done_keys, write_batch
 from .spec import Plan
 
-__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray"]
-
-ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
-QUEUE_DEPTH = 2  # batches queued per actor
+__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs"]
 
@@ -97,16 +87,15 @@ def init_ray(address: str) -> None:
                                  "with 'ray start --head' or 'ray up cluster.yaml', or use --address local") from e
 
 
-def _actor_layout(plan: Plan) -> tuple[int, dict]:
-    """How many actors, and their resource options: one per GPU, else `--actors` (default 1) on CPUs."""
+def actor_layout(actors: int | None, gpus_per_actor: float) -> tuple[int, dict]:
+    """How many actors, and their resource options: one per GPU, else `actors` (default 1) on CPUs."""
     res = ray.cluster_resources()
     gpus = res.get("GPU", 0)
     cpus = int(res.get("CPU", os.cpu_count() or 1))
-    spec = plan.spec
-    if gpus >= spec.gpus_per_actor > 0:
-        n = spec.actors or max(1, int(gpus // spec.gpus_per_actor))
-        return n, {"num_gpus": spec.gpus_per_actor, "num_cpus": 1}
-    n = spec.actors or 1
+    if gpus >= gpus_per_actor > 0:
+        n = actors or max(1, int(gpus // gpus_per_actor))
+        return n, {"num_gpus": gpus_per_actor, "num_cpus": 1}
+    n = actors or 1
     return n, {"num_cpus": max(1, cpus // n)}
 
 
@@ -137,72 +126,29 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     write_manifest(store, plan, run_id, status="running")
 
     init_ray(spec.address)
-    n_actors, resources = _actor_layout(plan)
+    n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
     on_gpu = "num_gpus" in resources
     batch_size = spec.batch_size or (64 if on_gpu else 8)
     threads = None if on_gpu else resources["num_cpus"]
     actor_cls = ray.remote(SynthesisActor).options(**resources, **ACTOR_OPTIONS)
     actors = [actor_cls.remote(spec.net, threads=threads, code_upper=plan.code_upper) for _ in range(n_actors)]
 
-    queue = deque(make_batches(todo, batch_size))
-    inflight: dict = {}  # ObjectRef -> (actor index, batch)
-    probes: dict = {}  # ObjectRef -> actor index, for actors being restarted
-    load = [0] * n_actors
-    healthy = set(range(n_actors))
     synth_s, written = 0.0, 0
-    last_error: Exception | None = None
     progress = Progress(len(todo))
 
-    def fill(ai: int) -> None:
-        while ai in healthy and load[ai] < QUEUE_DEPTH and queue:
-            batch = queue.popleft()
-            ref = actors[ai].run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps))
-            inflight[ref] = (ai, batch)
-            load[ai] += 1
+    def submit(actor, batch):
+        return actor.run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps, spec.objective))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for ai in range(n_actors):
-            fill(ai)
-        while inflight or (queue and probes):
-            ready, _ = ray.wait(list(inflight) + list(probes), num_returns=1)
-            ref = ready[0]
-            if ref in probes:
-                ai = probes.pop(ref)
-                try:
-                    ray.get(ref)
-                except RayError as e:
-                    last_error = e
-                    log(f"actor {ai} could not be restarted; continuing with {len(healthy)} actors")
-                    continue
-                healthy.add(ai)
-                log(f"actor {ai} is back")
-                fill(ai)
-                continue
-            ai, batch = inflight.pop(ref)
-            load[ai] -= 1
-            try:
-                result = ray.get(ref)
-            except RayTaskError:
-                raise  # a bug in synthesis: stop with its traceback
-            except RayError as e:  # the actor or its node died
-                last_error = e
-                queue.appendleft(batch)
-                if ai in healthy:
-                    healthy.discard(ai)
-                    log(f"actor {ai} lost ({type(e).__name__}); its batches go to the other actors")
-                if load[ai] == 0 and ai not in probes.values():
-                    probes[actors[ai].ping.remote()] = ai
-                for other in sorted(healthy):
-                    fill(other)
-                continue
+        def on_result(batch, result) -> None:
+            nonlocal synth_s, written
             write_batch(store, [k for k, _ in batch], result.results, spec.steps, result.device, pool)
             synth_s += result.seconds
             written += len(batch)
             progress.update(len(batch))
-            fill(ai)
+
+        dispatch(actors, make_batches(todo, batch_size), submit, on_result, log)
     progress.close()
-    if queue:
-        raise RuntimeError(f"{len(queue)} batches left but every actor is gone; last error: {last_error}")
     wall = time.perf_counter() - t0
     summary = RunSummary(len(plan.items), skipped, written, wall, synth_s, n_actors)
     write_manifest(store, plan, run_id, status="finished", finished_at=_now(),

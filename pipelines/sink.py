@@ -26,7 +26,7 @@ from .keys import ItemKey, batch_digest
 from models.retry import with_retries
 from .storage import Store
 
-__all__ = ["write_batch", "done_keys", "png_bytes", "read_units", "PARTITIONING", "UNITS_SCHEMA"]
+__all__ = ["write_batch", "done_keys", "png_bytes", "parquet_bytes", "read_units", "PARTITIONING", "UNITS_SCHEMA"]
 
 PARTITION_FIELDS = [("model", pa.string()), ("snapshot", pa.string()), ("layer", pa.string())]
 PARTITIONING = ds.partitioning(pa.schema(PARTITION_FIELDS), flavor="hive")
@@ -58,7 +58,7 @@ def _table(keys: Sequence[ItemKey], columns: dict, schema: pa.Schema) -> pa.Tabl
     return pa.table({f.name: base[f.name] for f in schema}, schema=schema)
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
@@ -80,7 +80,7 @@ def write_batch(store: Store, keys: Sequence[ItemKey], results: Sequence[ItemRes
             store.write_bytes(rel, data)
     part = f"part-{batch_digest(keys)}.parquet"
     acts = _table(keys, {"activation": [r.activation.astype(np.float32) for r in results]}, ACTIVATIONS_SCHEMA)
-    store.write_bytes(f"activations/{partition}/{part}", _parquet_bytes(acts))
+    store.write_bytes(f"activations/{partition}/{part}", parquet_bytes(acts))
     units = _table(keys, {
         "objective": [r.objective for r in results],
         "activation_start": [r.act_start for r in results],
@@ -89,7 +89,7 @@ def write_batch(store: Store, keys: Sequence[ItemKey], results: Sequence[ItemRes
         "steps": [steps] * len(keys), "image": [k.image_path for k in keys],
         "device": [device] * len(keys),
     }, UNITS_SCHEMA)
-    store.write_bytes(f"units/{partition}/{part}", _parquet_bytes(units))
+    store.write_bytes(f"units/{partition}/{part}", parquet_bytes(units))
 
 
 def read_units(store: Store, columns: list[str] | None = None) -> pa.Table:

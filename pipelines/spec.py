@@ -23,12 +23,13 @@ from models.units import parse_units, resolve_units
 from tasks.actor import NetSpec, WorkItem
 from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
+from tasks.objectives import ObjectiveSpec
 
 from .keys import ItemKey, hyperparams_json, safe_segment
 from models.retry import RetryPolicy, with_retries
 from .storage import Store
 
-__all__ = ["AtlasSpec", "Plan", "plan", "read_bounds"]
+__all__ = ["AtlasSpec", "Plan", "plan", "read_bounds", "prepare_generator", "generator_hp", "snapshot_name"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class AtlasSpec:
     gpus_per_actor: float = 1.0
     address: str = "local"
     storage_retry_s: float = 120.0  # how long transient storage faults are retried before the run stops
+    objective: ObjectiveSpec = ObjectiveSpec()
 
     def store(self) -> Store:
         return Store(self.out, self.storage_options, RetryPolicy(budget_s=self.storage_retry_s))
@@ -99,9 +101,10 @@ def read_bounds(uri: str, storage_options: Mapping[str, Any]) -> tuple[np.ndarra
     return np.asarray(arr, dtype=np.float32).reshape(-1), hashlib.sha256(blob).hexdigest()
 
 
-def _snapshot_name(spec: AtlasSpec, weights_uri: str) -> str:
-    if spec.snapshot:
-        return safe_segment(spec.snapshot, "snapshot")
+def snapshot_name(snapshot: str | None, weights_uri: str) -> str:
+    """--snapshot, else the weights file's stem ('random' for random weights), as a path segment."""
+    if snapshot:
+        return safe_segment(snapshot, "snapshot")
     if weights_uri == RANDOM_WEIGHTS:
         return "random"
     stem = os.path.basename(weights_uri.rstrip("/")).split(".")[0]
@@ -122,9 +125,9 @@ def plan(spec: AtlasSpec) -> Plan:
     if spec.method == "dgn":
         generator, code_upper, config = _prepare_dgn(spec)
     selection = _selection(spec, entry)
-    snapshot = _snapshot_name(spec, target.weights_uri)
-    hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(),
-                           **_generator_hp(spec, generator)})
+    snapshot = snapshot_name(spec.snapshot, target.weights_uri)
+    hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(), **spec.objective.hyperparams(),
+                           **generator_hp(spec.net, generator)})
     slug = safe_segment(model_slug(spec.net.model), "model")
     items: list[tuple[ItemKey, WorkItem]] = []
     for layer, units_spec in selection:
@@ -132,6 +135,7 @@ def plan(spec: AtlasSpec) -> Plan:
             raise unknown_layer(layer, spec.net.model)
         if safe_segment(layer, "layer") != layer:
             raise UserInputError(f"layer name {layer!r} cannot name an output path")
+        _check_objective(spec.objective, layer, target.layers[layer].shape)
         for u in resolve_units(parse_units(units_spec), target.layers[layer], spec.net.model):
             for seed in range(spec.seeds):
                 key = ItemKey(slug, snapshot, layer, u.channel, u.y, u.x, seed, spec.method, hp)
@@ -140,27 +144,43 @@ def plan(spec: AtlasSpec) -> Plan:
     return Plan(replace(spec, config=config), target, generator, items, code_upper, hp, snapshot)
 
 
+def _check_objective(obj: ObjectiveSpec, layer: str, shape: tuple[int, ...]) -> None:
+    if obj.kind == "softmax" and len(shape) != 1:
+        raise UserInputError(f"--objective softmax needs a logit layer (one value per class); {layer!r} has "
+                             f"shape {shape}: use a classifier layer such as the model's last")
+    if obj.kind == "blend" and not 0 <= obj.partner < shape[0]:
+        raise UserInputError(f"--objective blend: unit {obj.partner} is out of range for layer {layer!r} "
+                             f"({shape[0]} units)")
+
+
 def _prepare_dgn(spec: AtlasSpec) -> tuple[LoadedNet, np.ndarray | None, DGNConfig]:
     """Load and check the generator and its code bounds; the bounds file's digest joins the config."""
-    if not spec.net.generator:
-        raise UserInputError("--method dgn needs --generator (e.g. deepsim-fc6 or tiny)")
-    gen_entry = resolve_model(spec.net.generator)
+    generator, upper, digest = prepare_generator(spec.net, spec.bounds, spec.storage_options)
+    config = replace(spec.config, bounds_digest=digest) if digest else spec.config
+    return generator, upper, config
+
+
+def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping[str, Any]
+                      ) -> tuple[LoadedNet, np.ndarray | None, str | None]:
+    """The generator named by `net` and its per-unit code upper bounds (with the bounds file's digest)."""
+    if not net.generator:
+        raise UserInputError("DGN-AM and inverse sets need --generator (e.g. mnv2-pool, deepsim-fc6 or tiny)")
+    gen_entry = resolve_model(net.generator)
     if getattr(gen_entry, "kind", None) != "generator":
         gens = ", ".join(n for n, e in registry().items() if getattr(e, "kind", "") == "generator")
-        raise UserInputError(f"--generator {spec.net.generator!r} is not a generator; use one of {gens}")
-    if not spec.net.generator_weights and gen_entry.default_weights is None:
+        raise UserInputError(f"--generator {net.generator!r} is not a generator; use one of {gens}")
+    if not net.generator_weights and gen_entry.default_weights is None:
         raise UserInputError(f"generator {gen_entry.name!r} has no embedded weights; pass "
                              f"--generator-weights URI (or --generator-weights {RANDOM_WEIGHTS})")
-    generator = load_net(gen_entry, spec.net.generator_weights, storage_options=spec.storage_options)
-    config, upper = spec.config, None
-    if spec.bounds:
-        upper, digest = read_bounds(spec.bounds, spec.storage_options)
-        need = int(np.prod(gen_entry.code_shape))
-        if upper.size != need:
-            raise UserInputError(f"--bounds {spec.bounds!r} has {upper.size} values but generator "
-                                 f"{gen_entry.name!r} has {need} code units")
-        config = replace(config, bounds_digest=digest)
-    return generator, upper, config
+    generator = load_net(gen_entry, net.generator_weights, storage_options=storage_options)
+    if not bounds:
+        return generator, None, None
+    upper, digest = read_bounds(bounds, storage_options)
+    need = int(np.prod(gen_entry.code_shape))
+    if upper.size != need:
+        raise UserInputError(f"--bounds {bounds!r} has {upper.size} values but generator "
+                             f"{gen_entry.name!r} has {need} code units")
+    return generator, upper, digest
 
 
 def _selection(spec: AtlasSpec, entry) -> list[tuple[str, str]]:
@@ -178,7 +198,8 @@ def _selection(spec: AtlasSpec, entry) -> list[tuple[str, str]]:
     return [(layer, overrides.get(layer, units)) for layer, units in default]
 
 
-def _generator_hp(spec: AtlasSpec, generator: LoadedNet | None) -> dict:
+def generator_hp(net: NetSpec, generator: LoadedNet | None) -> dict:
+    """The generator's name and weights digest, for the hyperparams (so new weights make new keys)."""
     if generator is None:
         return {}
-    return {"generator": spec.net.generator, "generator_sha256": (generator.weights_sha256 or RANDOM_WEIGHTS)[:16]}
+    return {"generator": net.generator, "generator_sha256": (generator.weights_sha256 or RANDOM_WEIGHTS)[:16]}

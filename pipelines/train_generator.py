@@ -17,7 +17,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.transforms import v2
 
@@ -25,9 +24,11 @@ from models.capture import Capture, unknown_layer
 from models.errors import UserInputError
 from models.loading import load_net
 from models.registry import resolve_model
-from tasks.deepsim import DeePSiMTrainer, LossWeights
+from tasks.deepsim import DeePSiMTrainer, LossWeights, box_codes, mixed_codes
+from tasks.dgn import fit_to
 
 from .photos import offline_photos
+from .spec import read_bounds
 from .stats import list_images, load_image
 from .storage import Store
 
@@ -49,33 +50,39 @@ class TrainSpec:
     encoder_weights: str | None = None
     checkpoint_every: int = 100
     seed: int = 0
+    synthetic_codes: int = 0  # extra codes per step drawn inside the bounds, for the code loss
+    synthetic_kind: str = "mix"  # "mix": blends of photo codes (mixed_codes); "box": uniform (box_codes)
+    bounds: str | None = None  # code upper bounds (stats' bounds.npy); needed by synthetic codes
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _feature_fn(net, pre, layer: str):
-    """[0, 1] RGB at any size -> the layer's output for the net's input size (hooks live per call)."""
+def _probe(net, pre, code_layer: str, comparator_layer: str):
+    """[0, 1] RGB at any size -> (code, comparator features), from one forward pass at the net's input
+    size; images are resized the way DGN-AM feeds G's output to the net (fit_to)."""
     size = pre.size
+    layers = list(dict.fromkeys([code_layer, comparator_layer]))
 
-    def f(x01: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x01, size=size, mode="bilinear", align_corners=False) if x01.shape[-2:] != size else x01
-        with Capture(net.net, [layer]) as cap:
-            return cap(net.to_input(x))[layer]
-    return f
+    def probe(x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with Capture(net.net, layers) as cap:
+            acts = cap(net.to_input(fit_to(x01, size)))
+        return acts[code_layer], acts[comparator_layer]
+    return probe
 
 
 def _loss_curve(history: list[dict]) -> bytes:
     w, h, pad = 640, 320, 30
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
-    colours = {"loss_g": "black", "pixel": "blue", "feature": "green", "adversarial": "orange", "loss_d": "red"}
-    for i, (key, colour) in enumerate(colours.items()):
+    colours = {"loss_g": "black", "pixel": "blue", "feature": "green", "adversarial": "orange", "code": "purple",
+               "loss_d": "red"}
+    for i, (key, colour) in enumerate(c for c in colours.items() if c[0] in history[0]):
         ys = np.log10(np.maximum([r[key] for r in history], 1e-8))
         lo, hi = ys.min(), max(ys.max(), ys.min() + 1e-6)
         pts = [(pad + (w - 2 * pad) * j / max(len(ys) - 1, 1), h - pad - (h - 2 * pad) * (y - lo) / (hi - lo))
                for j, y in enumerate(ys)]
         if len(pts) > 1:
             draw.line(pts, fill=colour, width=1)
-        draw.text((pad + 110 * i, 6), f"{key} (log, own scale)", fill=colour)
+        draw.text((pad + 100 * i, 6), f"{key} (log)", fill=colour)
     draw.text((pad, h - pad + 8), f"step 1 .. {history[-1]['step']}", fill="black")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -84,8 +91,8 @@ def _loss_curve(history: list[dict]) -> bytes:
 
 def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     """Train (or resume) and write the outputs described in the module docstring; returns the history."""
-    if spec.steps < 1 or spec.batch_size < 1:
-        raise UserInputError("--steps and --batch-size must be at least 1")
+    if spec.steps < 1 or spec.batch_size < 1 or spec.synthetic_codes < 0:
+        raise UserInputError("--steps and --batch-size must be at least 1, --synthetic-codes at least 0")
     torch.manual_seed(spec.seed)
     gen_entry = resolve_model(spec.generator)
     if getattr(gen_entry, "kind", None) != "generator":
@@ -111,8 +118,27 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
 
     g = gen_entry.build()
     pre = enc_entry.preprocessing
-    trainer = DeePSiMTrainer(g, gen_entry.to_image01, _feature_fn(encoder, pre, spec.encoder_layer),
-                             _feature_fn(encoder, pre, spec.comparator_layer), code_dim, spec.weights, spec.lr)
+    trainer = DeePSiMTrainer(g, gen_entry.to_image01, _probe(encoder, pre, spec.encoder_layer, spec.comparator_layer),
+                             code_dim, spec.weights, spec.lr)
+    if spec.synthetic_codes:
+        if not spec.bounds:
+            raise UserInputError("--synthetic-codes draws codes inside the code bounds; pass --bounds "
+                                 "(the bounds.npy that 'neuron-atlas stats' writes)")
+        upper, _ = read_bounds(spec.bounds, spec.storage_options)
+        if upper.size != code_dim:
+            raise UserInputError(f"--bounds {spec.bounds!r} has {upper.size} values; the code has {code_dim}")
+        upper_t = torch.from_numpy(upper)
+        # seeded by the step, so a resumed run draws the same codes
+        if spec.synthetic_kind not in ("mix", "box"):
+            raise UserInputError(f"--synthetic-kind {spec.synthetic_kind!r}: use 'mix' or 'box'")
+
+        def synthetic(n: int, photo_codes: torch.Tensor) -> torch.Tensor:
+            rng = torch.Generator().manual_seed(spec.seed * 1_000_003 + trainer.step_count + 7)  # resumable
+            if spec.synthetic_kind == "box":
+                return box_codes(upper_t, n, rng)
+            return mixed_codes(photo_codes, upper_t, n, rng)
+        trainer.synthetic = synthetic
+        trainer.synthetic_per_step = spec.synthetic_codes
     history: list[dict] = []
     try:
         ckpt = torch.load(io.BytesIO(store.read_bytes("checkpoint.pt")), map_location="cpu", weights_only=True)
@@ -133,7 +159,8 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
             r = history[-1]
             rate = len(history) / max(time.perf_counter() - t0, 1e-9)
             log(f"step {step}/{spec.steps}: G {r['loss_g']:.4f} (pixel {r['pixel']:.4f}, feature "
-                f"{r['feature']:.4f}, adversarial {r['adversarial']:.3f}), D {r['loss_d']:.3f}; "
+                f"{r['feature']:.4f}, adversarial {r['adversarial']:.3f}, code {r['code']:.4f}), "
+                f"D {r['loss_d']:.3f}; "
                 f"ETA {(spec.steps - step) / rate:.0f} s")
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             _checkpoint(store, trainer, history)

@@ -20,12 +20,14 @@ from models.loading import load_net
 from models.registry import resolve_model
 from models.units import Unit
 
-from .dgn import DGNConfig, dgn_parameterization
+from .dgn import DGNConfig, code_clipper, dgn_parameterization, fit_to, initial_codes
 from .image_am import ImageAMConfig, image_parameterization
+from .inverse import Constraint, InverseConfig, InverseResult, inverse_set, quantize_st
 from .loop import LoopResult, Parameterization, optimize
-from .objectives import Objective, per_item, unit
+from .objectives import Objective, ObjectiveSpec, per_item, unit
 
-__all__ = ["NetSpec", "WorkItem", "Batch", "ItemResult", "BatchResult", "SynthesisActor", "pick_device"]
+__all__ = ["NetSpec", "WorkItem", "Batch", "ItemResult", "BatchResult", "InverseJob", "SynthesisActor",
+           "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,23 @@ class Batch:
     items: tuple[WorkItem, ...]
     config: ImageAMConfig | DGNConfig
     steps: int
+    objective: ObjectiveSpec = ObjectiveSpec()
 
     @property
     def method(self) -> str:
         return "dgn" if isinstance(self.config, DGNConfig) else "image"
+
+
+@dataclass(frozen=True)
+class InverseJob:
+    """One inverse-set run: samples satisfying every constraint, diversity measured at `encoder_layer`
+    of the target net, initial codes from `seed` (code i from seed * 1000 + i)."""
+
+    constraints: tuple[Constraint, ...]
+    config: InverseConfig
+    encoder_layer: str
+    seed: int = 0
+    dgn: DGNConfig = DGNConfig()  # code bounds (lower, constant upper) for the generator's codes
 
 
 @dataclass
@@ -117,7 +132,8 @@ class SynthesisActor:
 
     def setup(self, batch: Batch) -> tuple[Parameterization, Objective]:
         """The batch's parameterization (initialised from each item's seed) and per-item objective."""
-        objective = per_item([unit(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x) for w in batch.items])
+        objective = per_item([batch.objective.build(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x)
+                              for w in batch.items])
         seeds = [w.seed for w in batch.items]
         size = self.preprocessing.size
         if isinstance(batch.config, DGNConfig):
@@ -130,6 +146,31 @@ class SynthesisActor:
             param = image_parameterization(batch.config, seeds, size, self.preprocessing.mean01_rgb, self.device)
         return param, objective
 
+    def inverse(self, job: InverseJob) -> tuple[InverseResult, float]:
+        """Run one inverse-set job (tasks/inverse.py); returns the result and the seconds it took."""
+        if self.generator is None:
+            raise ValueError("this actor was started without a generator; inverse sets need one")
+        t0 = time.perf_counter()
+        g, size = self.generator, self.preprocessing.size
+        shape = g.entry.code_shape
+        clip = code_clipper(shape, self.device, self.code_upper, job.dgn.upper, job.dgn.lower)
+        init = initial_codes(shape, [job.seed * 1000 + i for i in range(job.config.k)], job.config.init_std,
+                             self.device)
+        units = [unit(c.unit.layer, c.unit.channel, c.unit.y, c.unit.x) for c in job.constraints]
+        layers = list(dict.fromkeys([c.unit.layer for c in job.constraints] + [job.encoder_layer]))
+        capture = Capture(self.target.net, layers, model_name=self.spec.model)
+
+        def render(c: torch.Tensor) -> torch.Tensor:
+            return quantize_st(fit_to(g.entry.to_image01(g.net(c)), size))
+
+        def probe(x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            acts = capture(self.model_input(x01))
+            return torch.stack([u(acts) for u in units], 1), acts[job.encoder_layer].flatten(1)
+
+        with capture:
+            result = inverse_set(render, probe, init, clip, list(job.constraints), job.config)
+        return result, time.perf_counter() - t0
+
     def run(self, batch: Batch) -> BatchResult:
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
@@ -141,12 +182,15 @@ class SynthesisActor:
 
     @staticmethod
     def _item_results(batch: Batch, r: LoopResult) -> list[ItemResult]:
+        """Per item: the image, the objective's values (sign restored for --direction min, so they are the
+        unit's own activation) and the probed layer's activation vector at the unit's position."""
         out = []
         images = r.images.numpy()
+        sign = batch.objective.sign
         for i, w in enumerate(batch.items):
             a = r.final_acts[w.unit.layer][i]
             vec = a[:, w.unit.y, w.unit.x] if w.unit.y is not None else a.reshape(a.shape[0], -1)[:, 0]
-            out.append(ItemResult(w, images[i], float(r.act_start[i]), float(r.act_final[i]), float(r.act_best[i]),
-                                  vec.float().cpu().numpy(), unit(w.unit.layer, w.unit.channel, w.unit.y,
-                                                                  w.unit.x).description))
+            description = batch.objective.describe(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x)
+            out.append(ItemResult(w, images[i], sign * float(r.act_start[i]), sign * float(r.act_final[i]),
+                                  sign * float(r.act_best[i]), vec.float().cpu().numpy(), description))
         return out

@@ -19,7 +19,7 @@ from models.errors import UserInputError
 
 from .loop import Parameterization, StepRule
 
-__all__ = ["DGNConfig", "dgn_parameterization", "fit_to"]
+__all__ = ["DGNConfig", "dgn_parameterization", "fit_to", "code_clipper", "initial_codes"]
 
 
 @dataclass(frozen=True)
@@ -61,26 +61,38 @@ def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def dgn_parameterization(cfg: DGNConfig, generator: torch.nn.Module, to_image01: Callable,
-                         code_shape: tuple[int, ...], seeds: list[int], size: tuple[int, int],
-                         device: torch.device, upper: np.ndarray | None = None) -> Parameterization:
-    """Codes y ~ N(0, init_std) per seed, clipped to the bounds; render = fit_to(to_image01(G(y)))."""
-    init = torch.stack([torch.randn(*code_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    y = (init * cfg.init_std).to(device)
+def code_clipper(code_shape: tuple[int, ...], device: torch.device, upper: np.ndarray | None,
+                 constant_upper: float | None, lower: float) -> Callable[[torch.Tensor], None]:
+    """In-place projection of codes [B, *code_shape] onto [lower, upper] (per-unit `upper` from a bounds
+    file, else `constant_upper`, else no upper bound)."""
     if upper is not None:
         hi = torch.as_tensor(np.asarray(upper, dtype=np.float32), device=device).reshape(1, *code_shape)
-    elif cfg.upper is not None:
-        hi = torch.full((1, *code_shape), float(cfg.upper), device=device)
+    elif constant_upper is not None:
+        hi = torch.full((1, *code_shape), float(constant_upper), device=device)
     else:
         hi = torch.full((1, *code_shape), float("inf"), device=device)
-    lo = torch.full_like(hi, cfg.lower)
+    lo = torch.full_like(hi, lower)
     if bool((hi < lo).any()):
-        raise UserInputError(f"code bounds have upper < lower ({cfg.lower}) for some units; check the bounds file")
+        raise UserInputError(f"code bounds have upper < lower ({lower}) for some units; check the bounds file")
 
     def clip(p: torch.Tensor) -> None:
         torch.maximum(p, lo, out=p)
         torch.minimum(p, hi, out=p)
+    return clip
 
+
+def initial_codes(code_shape: tuple[int, ...], seeds: list[int], std: float, device: torch.device) -> torch.Tensor:
+    """One N(0, std) code per seed, each from its own generator (so a code depends on its seed alone)."""
+    init = torch.stack([torch.randn(*code_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return (init * std).to(device)
+
+
+def dgn_parameterization(cfg: DGNConfig, generator: torch.nn.Module, to_image01: Callable,
+                         code_shape: tuple[int, ...], seeds: list[int], size: tuple[int, int],
+                         device: torch.device, upper: np.ndarray | None = None) -> Parameterization:
+    """Codes y ~ N(0, init_std) per seed, clipped to the bounds; render = fit_to(to_image01(G(y)))."""
+    y = initial_codes(code_shape, seeds, cfg.init_std, device)
+    clip = code_clipper(code_shape, device, upper, cfg.upper, cfg.lower)
     clip(y)
 
     def render(p: torch.Tensor) -> torch.Tensor:

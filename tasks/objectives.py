@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Objective", "Acts", "unit", "per_item"]
+__all__ = ["Objective", "Acts", "unit", "per_item", "softmax_unit", "blend", "ObjectiveSpec"]
 
 Acts = Mapping[str, torch.Tensor]
 
@@ -102,3 +102,61 @@ def per_item(objectives: Sequence[Objective]) -> Objective:
             return torch.cat([o({k: v[i:i + 1] for k, v in acts.items()}) for i, o in enumerate(objectives)])
 
     return Objective(fn, f"per_item[{len(objectives)}]", layers)
+
+
+def softmax_unit(layer: str, channel: int) -> Objective:
+    """The class probability softmax(layer)[channel] (for a logit layer), instead of the logit."""
+    def fn(acts: Acts) -> torch.Tensor:
+        return torch.softmax(acts[layer].flatten(1).float(), 1)[:, channel]
+    return Objective(fn, f"softmax({layer})[{channel}]", frozenset([layer]))
+
+
+def blend(a: Objective, b: Objective, gamma: float) -> Objective:
+    """a + b - gamma * (a - b)^2: both units high and about equal (DGN-AM supplement, two-unit blends)."""
+    gap = Objective(lambda acts: (a(acts) - b(acts)) ** 2, f"({a.description} - {b.description})^2",
+                    a.layers | b.layers)
+    return a + b - gap * gamma
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What an atlas item maximizes for its unit: `unit` (the activation), `softmax` (the class
+    probability), or `blend` with a partner channel of the same layer; `direction="min"` minimizes it
+    (least-preferred inputs). Parsed from --objective unit | softmax | blend:A,B:GAMMA and --direction."""
+
+    kind: str = "unit"
+    partner: int | None = None  # blend: the second channel
+    gamma: float = 0.0
+    direction: str = "max"
+
+    def __post_init__(self):
+        if self.kind not in ("unit", "softmax", "blend") or self.direction not in ("max", "min"):
+            raise ValueError(f"bad objective {self.kind!r} / direction {self.direction!r}")
+        if self.kind == "blend" and self.partner is None:
+            raise ValueError("a blend needs a partner channel")
+
+    def _base(self, layer: str, channel: int, y: int | None, x: int | None) -> Objective:
+        if self.kind == "softmax":
+            return softmax_unit(layer, channel)
+        if self.kind == "blend":
+            return blend(unit(layer, channel, y, x), unit(layer, self.partner, y, x), self.gamma)
+        return unit(layer, channel, y, x)
+
+    def build(self, layer: str, channel: int, y: int | None = None, x: int | None = None) -> Objective:
+        """The objective the loop maximizes (negated for direction min)."""
+        obj = self._base(layer, channel, y, x)
+        return -obj if self.direction == "min" else obj
+
+    def describe(self, layer: str, channel: int, y: int | None = None, x: int | None = None) -> str:
+        """The `objective` column: what the reported activations measure, with 'min ' for direction min."""
+        text = self._base(layer, channel, y, x).description
+        return f"min {text}" if self.direction == "min" else text
+
+    @property
+    def sign(self) -> float:
+        """Multiplying the optimized value by this gives the reported one (the objective itself)."""
+        return -1.0 if self.direction == "min" else 1.0
+
+    def hyperparams(self) -> dict:
+        return {} if self == ObjectiveSpec() else {"objective": self.kind, "partner": self.partner,
+                                                  "gamma": self.gamma, "direction": self.direction}

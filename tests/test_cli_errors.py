@@ -35,7 +35,37 @@ CASES = {
     "not a generator": (["--method", "dgn", "--generator", "alexnet", "--generator-weights", "random"],
                         "is not a generator"),
     "bad layer-units": (["--layers", "features.3", "--layer-units", "fc=1"], "not in --layers"),
+    "softmax on a conv layer": (["--layers", "features.3", "--objective", "softmax"], "needs a logit layer"),
+    "blend partner out of range": (["--layers", "classifier.1", "--objective", "blend:1,5000:0.1"],
+                                   "unit 5000 is out of range"),
+    "blend with --units": (["--layers", "classifier.1", "--units", "3", "--objective", "blend:1,2:0.1"],
+                           "drop --units"),
 }
+
+INVERSE = ["inverse", "--generator", "tiny", "--generator-weights", "random", "--code-bound", "3"]
+INVERSE_CASES = {
+    "z1 >= z2": (["--constraint", "classifier.1:980:14:10"], "z1 = 14 must be below z2 = 10"),
+    "n < k": (["--constraint", "classifier.1:980:10:14", "--n", "5"], "--n 5 must be at least --k 10"),
+    "unknown layer": (["--constraint", "features.99:1:0:1"], "unknown layer 'features.99'"),
+    "unit out of range": (["--constraint", "classifier.1:1000:0:1"], "unit 1000 out of range"),
+    "malformed": (["--constraint", "classifier.1:980"], "must look like LAYER:UNIT[@Y,X]:Z1:Z2"),
+    "not numbers": (["--constraint", "classifier.1:980:a:b"], "Z1 and Z2 must be numbers"),
+    "no constraint": ([], "pass at least one --constraint"),
+    "fan-out and intersection": (["--constraint", "classifier.1:1,2:0:1", "--constraint", "classifier.1:3:0:1"],
+                                 "cannot be intersected"),
+}
+
+
+@pytest.mark.parametrize("name", list(INVERSE_CASES))
+def test_bad_inverse_input_is_one_line_and_writes_nothing(name, tmp_path, capsys):
+    argv, message = INVERSE_CASES[name]
+    out = tmp_path / "out"
+    code = main([*INVERSE, "--out", str(out), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("neuron-atlas: error: ") and message in err, err
+    assert "\n" not in err and "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -17,7 +17,7 @@ def test_generator_learns_to_invert_a_fixed_encoder():
     encoder_net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
     encoder_net.requires_grad_(False)
     g = nn.Sequential(nn.Linear(32, 3 * 16 * 16), nn.Unflatten(1, (3, 16, 16)))
-    trainer = DeePSiMTrainer(g, lambda raw: raw + 0.5, encoder_net, encoder_net, 32,
+    trainer = DeePSiMTrainer(g, lambda raw: raw + 0.5, lambda x: (encoder_net(x), encoder_net(x)), 32,
                              LossWeights(pixel=1.0, feature=1.0, adversarial=0.001), lr=1e-3)
     x = torch.rand(4, 3, 16, 16)
     first = trainer.step(x)

@@ -1,0 +1,81 @@
+"""Fan jobs out over a pool of Ray actors and survive lost workers; the one dispatch loop that atlas and
+inverse-set runs share.
+
+Each actor keeps `QUEUE_DEPTH` jobs queued so it never waits on the driver; `on_result` runs on the driver
+as each job finishes (it writes the outputs), while the actors compute the next ones.
+
+Lost workers: Ray restarts a dead actor (`max_restarts=-1`) wherever resources allow, but does not retry
+the calls it had (`max_task_retries=0`). The loop puts those jobs back at the front of the queue, where
+the live actors take them at once instead of waiting for the restart, and sends the restarting actor a
+`ping`; when that returns, the actor gets work again. `on_result` runs exactly once per job, so retries can
+never duplicate an output. An exception raised inside a job (a bug, not a lost worker) stops the loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Sequence
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH"]
+
+ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
+QUEUE_DEPTH = 2  # jobs queued per actor
+
+
+def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, Any], Any],
+             on_result: Callable[[Any, Any], None], log: Callable[[str], None] = print) -> None:
+    """Run every job on some actor: `submit(actor, job)` returns an ObjectRef; `on_result(job, value)`."""
+    queue = deque(jobs)
+    inflight: dict = {}  # ObjectRef -> (actor index, job)
+    probes: dict = {}  # ObjectRef -> actor index, for actors being restarted
+    load = [0] * len(actors)
+    healthy = set(range(len(actors)))
+    last_error: Exception | None = None
+
+    def fill(ai: int) -> None:
+        while ai in healthy and load[ai] < QUEUE_DEPTH and queue:
+            job = queue.popleft()
+            inflight[submit(actors[ai], job)] = (ai, job)
+            load[ai] += 1
+
+    for ai in range(len(actors)):
+        fill(ai)
+    while inflight or (queue and probes):
+        ready, _ = ray.wait(list(inflight) + list(probes), num_returns=1)
+        ref = ready[0]
+        if ref in probes:
+            ai = probes.pop(ref)
+            try:
+                ray.get(ref)
+            except RayError as e:
+                last_error = e
+                log(f"actor {ai} could not be restarted; continuing with {len(healthy)} actors")
+                continue
+            healthy.add(ai)
+            log(f"actor {ai} is back")
+            fill(ai)
+            continue
+        ai, job = inflight.pop(ref)
+        load[ai] -= 1
+        try:
+            value = ray.get(ref)
+        except RayTaskError:
+            raise  # a bug in the job: stop with its traceback
+        except RayError as e:  # the actor or its node died
+            last_error = e
+            queue.appendleft(job)
+            if ai in healthy:
+                healthy.discard(ai)
+                log(f"actor {ai} lost ({type(e).__name__}); its jobs go to the other actors")
+            if load[ai] == 0 and ai not in probes.values():
+                probes[actors[ai].ping.remote()] = ai
+            for other in sorted(healthy):
+                fill(other)
+            continue
+        on_result(job, value)
+        fill(ai)
+    if queue:
+        raise RuntimeError(f"{len(queue)} jobs left but every actor is gone; last error: {last_error}")
