@@ -8,6 +8,7 @@ names so converted weights map one to one. Their output is BGR on a 0-255 scale 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -36,6 +37,10 @@ class GeneratorEntry:
     description: str = ""
     # (target net, layer) whose codes G inverts: `neuron-atlas stats --generator` measures them there
     encoder: tuple[str, str] | None = None
+    # URI of the code upper bounds that go with the embedded weights (used when --bounds is not given)
+    default_bounds: Callable[[], str] | None = None
+    # DGN-AM settings tuned for this prior (lr, lr_end, init_std, ...), used where no flag says otherwise
+    dgn_defaults: tuple[tuple[str, float], ...] = ()
     kind: str = field(default="generator", init=False)
 
     @property
@@ -139,6 +144,14 @@ class TinyGenerator(nn.Module):
         return self.up(torch.nn.functional.leaky_relu(self.fc(code), 0.3).view(-1, self.width, 4, 4))
 
 
+PRIORS = Path(__file__).resolve().parent / "priors"
+MNV2_POOL_DGN = (("lr", 1.0), ("lr_end", 0.1), ("init_std", 0.3))
+
+
+def _shipped(name: str) -> Callable[[], str]:
+    return lambda: str(PRIORS / name)
+
+
 for _entry in (
     # CaffeNet's fc6/fc7 after ReLU and pool5 are torchvision AlexNet's classifier.2 / .5 and features.12
     GeneratorEntry("deepsim-fc6", lambda: DeePSiM("fc6"), (4096,), 256,
@@ -149,9 +162,12 @@ for _entry in (
     GeneratorEntry("deepsim-pool5", lambda: DeePSiM("pool5"), (256, 6, 6), 256,
                    description="DeePSiM generator inverting CaffeNet pool5", encoder=("alexnet", "features.12")),
     # MobileNetV2's pooled features are the input of classifier.0 (Dropout, the identity in eval mode)
+    # the shipped demo prior: trained on the 222 offline photos (models/priors/mnv2-pool.json says how)
     GeneratorEntry("mnv2-pool", PooledFeatureGenerator, (1280,), 128, bgr=False, mean=(0.485, 0.456, 0.406),
-                   scale=1.0, description="small DeePSiM-style generator inverting MobileNetV2's pooled features",
-                   encoder=("mobilenet_v2", "classifier.0")),
+                   scale=1.0, description="small DeePSiM-style generator inverting MobileNetV2's pooled features "
+                   "(demo prior shipped in models/priors, trained on 222 offline photos)",
+                   encoder=("mobilenet_v2", "classifier.0"), default_weights=_shipped("mnv2-pool.pt"),
+                   default_bounds=_shipped("mnv2-pool-bounds.npy"), dgn_defaults=MNV2_POOL_DGN),
     GeneratorEntry("tiny", lambda: TinyGenerator(64), (64,), 64, bgr=False, mean=(0.5, 0.5, 0.5), scale=1.0,
                    description="small 64-d -> 64x64 generator for tests and quick runs"),
 ):

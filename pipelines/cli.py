@@ -35,7 +35,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generator_flags(g) -> None:
-    g.add_argument("--generator", default="deepsim-fc6", help="generator prior G (registry name)")
+    g.add_argument("--generator", default="mnv2-pool",
+                   help="generator prior G (registry name; default: the shipped MobileNetV2 demo prior)")
     g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
     g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
     g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")
@@ -210,7 +211,10 @@ def _atlas_spec(args):
         config = ImageAMConfig.from_preset(args.preset, **common)
         generator = None
     else:
-        config = DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, **common)
+        from models.registry import resolve_model
+
+        tuned = dict(getattr(resolve_model(args.generator), "dgn_defaults", ()))  # the prior's own settings
+        config = DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, **{**tuned, **common})
         generator = args.generator
     storage = dict(args.storage_option)
     net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,

@@ -173,6 +173,8 @@ def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping
         raise UserInputError(f"generator {gen_entry.name!r} has no embedded weights; pass "
                              f"--generator-weights URI (or --generator-weights {RANDOM_WEIGHTS})")
     generator = load_net(gen_entry, net.generator_weights, storage_options=storage_options)
+    if not bounds and gen_entry.default_bounds is not None and not net.generator_weights:
+        bounds = gen_entry.default_bounds()  # the bounds that go with the embedded weights
     if not bounds:
         return generator, None, None
     upper, digest = read_bounds(bounds, storage_options)
