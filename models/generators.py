@@ -145,7 +145,7 @@ class TinyGenerator(nn.Module):
 
 
 PRIORS = Path(__file__).resolve().parent / "priors"
-MNV2_POOL_DGN = (("lr", 1.0), ("lr_end", 0.1), ("init_std", 0.3))
+MNV2_POOL_DGN = (("lr", 1.0), ("lr_end", 0.02), ("init_std", 0.3))
 
 
 def _shipped(name: str) -> Callable[[], str]:

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=["image", "dgn"], default="image")
     g.add_argument("--steps", type=int, default=200)
-    g.add_argument("--lr", type=float, help="start learning rate (image: 6 pixel levels; dgn: 8)")
+    g.add_argument("--lr", type=float, help="start learning rate (image: 6 pixel levels; dgn: the generator entry's tuned value, else 8)")
     g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
     g.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="step = lr * g / mean|g| per item (default on for both methods)")
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the diversity term measures distance (code and none: the paper's ablations)")
     g.add_argument("--diversity-weight", type=float, default=d.diversity_weight)
     g.add_argument("--encoder-layer", help="layer of the target net for E(G(c)); default: its middle block")
-    g.add_argument("--init-std", type=float, default=d.init_std, help="std of the random initial codes")
+    g.add_argument("--init-std", type=float,
+                   help=f"std of the random initial codes (default: the generator's DGN-AM value, else {d.init_std:g})")
     g.add_argument("--seed", type=int, default=0)
     _add_generator_flags(g)
     _add_execution_flags(p)
@@ -211,10 +212,8 @@ def _atlas_spec(args):
         config = ImageAMConfig.from_preset(args.preset, **common)
         generator = None
     else:
-        from models.registry import resolve_model
-
-        tuned = dict(getattr(resolve_model(args.generator), "dgn_defaults", ()))  # the prior's own settings
-        config = DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, **{**tuned, **common})
+        config = DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound,
+                           **{**_tuned(args.generator), **common})
         generator = args.generator
     storage = dict(args.storage_option)
     net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
@@ -274,6 +273,20 @@ def _cmd_import_caffe(args) -> int:
     return import_caffe.run(args)
 
 
+def _tuned(generator: str) -> dict:
+    """The generator entry's own DGN-AM settings (e.g. lr, init_std), applied where flags are absent."""
+    from models.registry import resolve_model
+
+    return dict(getattr(resolve_model(generator), "dgn_defaults", ()))
+
+
+def _init_std(args) -> float:
+    """--init-std, else the generator entry's tuned DGN-AM value, else InverseConfig's default."""
+    from tasks.inverse import InverseConfig
+
+    return args.init_std if args.init_std is not None else _tuned(args.generator).get("init_std", InverseConfig.init_std)
+
+
 def _cmd_inverse(args) -> int:
     from tasks.actor import NetSpec
     from tasks.dgn import DGNConfig
@@ -288,7 +301,7 @@ def _cmd_inverse(args) -> int:
     config = InverseConfig(k=args.k, n=args.n, seed_steps=args.seed_steps, max_outer=args.max_outer, mu0=args.mu0,
                            mu_growth=args.mu_growth, lr=args.lr, beta=args.beta,
                            max_sample_steps=args.max_sample_steps, diversity=args.diversity,
-                           diversity_weight=args.diversity_weight, init_std=args.init_std)
+                           diversity_weight=args.diversity_weight, init_std=_init_std(args))
     spec = InverseSpec(net=net, constraints=tuple(args.constraint), config=config, encoder_layer=args.encoder_layer,
                        seed=args.seed, dgn=DGNConfig(upper=args.code_bound), bounds=args.bounds,
                        snapshot=args.snapshot, out=args.out, storage_options=storage, actors=args.actors,

@@ -66,7 +66,7 @@ def code_clipper(code_shape: tuple[int, ...], device: torch.device, upper: np.nd
     """In-place projection of codes [B, *code_shape] onto [lower, upper] (per-unit `upper` from a bounds
     file, else `constant_upper`, else no upper bound)."""
     if upper is not None:
-        hi = torch.as_tensor(np.asarray(upper, dtype=np.float32), device=device).reshape(1, *code_shape)
+        hi = torch.tensor(np.array(upper, dtype=np.float32), device=device).reshape(1, *code_shape)
     elif constant_upper is not None:
         hi = torch.full((1, *code_shape), float(constant_upper), device=device)
     else:
