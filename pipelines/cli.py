@@ -20,6 +20,9 @@ from .argtypes import floats3, key_value, objective_arg
 
 __all__ = ["main", "build_parser"]
 
+IMAGES_HELP = ("folder/prefix URI of .jpg/.png images, 'offline' (the 222 bundled photos) or 'offline-photos' "
+               "(the same without the 200 LFW faces)")
+
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="encoder net (overrides the generator's)")
     p.add_argument("--layer", help="encoder layer (overrides the generator's)")
     p.add_argument("--weights", help="encoder weights URI; default: the embedded weights")
-    p.add_argument("--images", required=True, help="folder/prefix URI of .jpg/.png images, or 'offline'")
+    p.add_argument("--images", required=True, help=IMAGES_HELP)
     p.add_argument("--out", default="./stats-out", help="output folder or URI")
     p.add_argument("--k", type=float, default=3.0, help="upper bound = mean + k * std")
     p.add_argument("--batch-size", type=int, default=32)
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-weights", help="encoder weights URI; default: the embedded weights")
     p.add_argument("--comparator-layer", help="layer of the encoder net for the feature loss "
                    "(default: the encoder layer)")
-    p.add_argument("--images", default="offline", help="folder/prefix URI of .jpg/.png images, or 'offline'")
+    p.add_argument("--images", default="offline", help=IMAGES_HELP)
     p.add_argument("--out", default="./generator-out", help="checkpoint and output folder or URI")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16)

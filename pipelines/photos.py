@@ -1,5 +1,10 @@
 """The real photos available offline: skimage's bundled pictures, its 200 LFW faces and scikit-learn's two
-sample images. Used for code statistics, top-k and as the bar a synthesized image must clear.
+sample images. Used for code statistics, top-k, generator training and as the bar a synthesized image
+must clear.
+
+`--images` takes two names for them: `offline` (all 222) and `offline-photos` (the 22 photos without the
+200 small grey LFW faces, which would otherwise make nine in ten of the pictures a generator learns from).
+They travel as source strings `offline:<name>` (see `offline_sources`), which `offline_image` resolves.
 
 Only files that ship inside the installed packages are read; nothing is downloaded.
 """
@@ -7,11 +12,16 @@ Only files that ship inside the installed packages are read; nothing is download
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["offline_photos", "to_model_input"]
+__all__ = ["offline_photos", "offline_sources", "offline_image", "OFFLINE_SETS", "to_model_input"]
+
+# --images value -> whether the set includes the 200 LFW faces
+OFFLINE_SETS = {"offline": True, "offline-photos": False}
+_PREFIX = "offline:"
 
 # skimage/data files that are natural photos (charts, text and synthetic patterns are left out)
 _SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "coffee.png",
@@ -47,6 +57,25 @@ def offline_photos(faces: bool = True) -> list[tuple[str, np.ndarray]]:
     for path, img in zip(bunch.filenames, bunch.images):
         out.append((f"sklearn/{os.path.basename(path)}", _rgb(img)))
     return out
+
+
+def offline_sources(uri: str) -> list[str] | None:
+    """The sources of the offline set `uri` names (a key of OFFLINE_SETS), else None."""
+    if uri not in OFFLINE_SETS:
+        return None
+    return [_PREFIX + name for name, _ in offline_photos(faces=OFFLINE_SETS[uri])]
+
+
+@lru_cache(maxsize=1)
+def _by_name() -> dict[str, np.ndarray]:
+    return dict(offline_photos())
+
+
+def offline_image(source: str) -> np.ndarray | None:
+    """The photo an `offline:<name>` source names (shared, do not modify), else None."""
+    if not source.startswith(_PREFIX):
+        return None
+    return _by_name()[source[len(_PREFIX):]]
 
 
 def to_model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -2,8 +2,8 @@
 per-unit bounds file DGN-AM clips its codes to (upper = mean + k*sigma, lower 0 for post-ReLU codes).
 
 Images come from any fsspec URI (a folder or bucket prefix of .jpg/.jpeg/.png files) or `offline` (the
-photos bundled with skimage and scikit-learn). The list is cut into shards that Ray tasks encode in
-parallel; each returns exact (count, mean, M2, max) sums that the driver merges exactly.
+photos bundled with skimage and scikit-learn; `offline-photos` leaves out the 200 LFW faces). The list is
+cut into shards that Ray tasks encode in parallel; each returns exact (count, mean, M2, max) sums that the driver merges exactly.
 
 Writes under --out: `stats.parquet` (unit, mean, std, max, count, upper), `bounds.npy` (float32 upper bounds,
 what `atlas --bounds` reads) and `stats.json` (what was measured, with the weights digest).
@@ -30,13 +30,12 @@ from models.registry import resolve_model
 from models.retry import with_retries
 from tasks.stats import RunningStats, encode
 
-from .photos import offline_photos, to_model_input
+from .photos import OFFLINE_SETS, offline_image, offline_sources, to_model_input
 from .progress import Progress
 from .storage import Store
 
-__all__ = ["StatsSpec", "run_stats", "list_images", "load_image", "OFFLINE"]
+__all__ = ["StatsSpec", "run_stats", "list_images", "load_image"]
 
-OFFLINE = "offline"
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -69,24 +68,29 @@ def resolve_encoder(generator: str | None, model: str | None, layer: str | None)
 
 
 def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
-    """Image sources: indices into the offline photos for `offline`, else the image files under `uri`."""
-    if uri == OFFLINE:
-        return list(range(len(offline_photos())))
+    """Image sources: `offline:<name>` for an offline set (pipelines/photos.py), else the image files under `uri`."""
+    offline = offline_sources(uri)
+    if offline is not None:
+        return offline
     try:
         fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options))
         found = with_retries(lambda: fs.find(root) if fs.isdir(root) else [root], uri, missing_ok=True)
     except FileNotFoundError as e:
-        raise UserInputError(f"--images {uri!r} not found; pass a folder, a bucket prefix or 'offline'") from e
+        raise UserInputError(f"--images {uri!r} not found; pass a folder, a bucket prefix or one of "
+                             f"{', '.join(map(repr, OFFLINE_SETS))}") from e
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     files = sorted(p for p in found if p.lower().endswith(_IMAGE_SUFFIXES))
     if not files:
-        raise UserInputError(f"no .jpg/.jpeg/.png images under --images {uri!r}")
+        raise UserInputError(f"no .jpg/.jpeg/.png images under --images {uri!r}; pass a folder or prefix that "
+                             f"holds some, or one of {', '.join(map(repr, OFFLINE_SETS))}")
     return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in files]
 
 
-def load_image(source, storage_options: Mapping[str, Any], photos) -> np.ndarray:
-    if isinstance(source, int):
-        return photos[source][1]
+def load_image(source: str, storage_options: Mapping[str, Any]) -> np.ndarray:
+    """uint8 RGB [H, W, 3] of one source from `list_images`."""
+    photo = offline_image(source)
+    if photo is not None:
+        return photo
     with fsspec.open(source, "rb", **dict(storage_options)) as f:
         blob = f.read()
     return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
@@ -97,9 +101,8 @@ def shard_stats(model: str, weights: str | None, layer: str, sources: list, stor
     """Encode one shard of images and summarize its codes (runs inside a Ray task)."""
     entry = resolve_model(model)
     net = load_net(entry, weights, storage_options=storage_options)
-    photos = offline_photos() if any(isinstance(s, int) for s in sources) else None
     size = entry.preprocessing.size
-    x = torch.tensor(np.stack([to_model_input(load_image(s, storage_options, photos), size) for s in sources]))
+    x = torch.tensor(np.stack([to_model_input(load_image(s, storage_options), size) for s in sources]))
     return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size))
 
 

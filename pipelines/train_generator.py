@@ -27,7 +27,6 @@ from models.registry import resolve_model
 from tasks.deepsim import DeePSiMTrainer, LossWeights, box_codes, mixed_codes
 from tasks.dgn import fit_to
 
-from .photos import offline_photos
 from .spec import read_bounds
 from .stats import list_images, load_image
 from .storage import Store
@@ -69,21 +68,36 @@ def _probe(net, pre, code_layer: str, comparator_layer: str):
     return probe
 
 
-def _loss_curve(history: list[dict]) -> bytes:
-    w, h, pad = 640, 320, 30
-    img = Image.new("RGB", (w, h), "white")
+def _loss_curve(history: list[dict], panel: tuple[int, int] = (300, 170), columns: int = 3) -> bytes:
+    """One panel per loss: the raw values in a light line, their moving average in a dark one, on a log
+    scale labelled with its ends (one plot of six overlaid noisy curves says nothing)."""
+    keys = [k for k in ("loss_g", "pixel", "feature", "adversarial", "code", "loss_d") if k in history[0]]
+    pw, ph = panel
+    pad_l, pad_r, pad_t, pad_b = 44, 8, 18, 18
+    rows = -(-len(keys) // columns)
+    img = Image.new("RGB", (columns * pw, rows * ph), "white")
     draw = ImageDraw.Draw(img)
-    colours = {"loss_g": "black", "pixel": "blue", "feature": "green", "adversarial": "orange", "code": "purple",
-               "loss_d": "red"}
-    for i, (key, colour) in enumerate(c for c in colours.items() if c[0] in history[0]):
+    steps = len(history)
+    window = max(1, steps // 50)
+    for i, key in enumerate(keys):
+        x0, y0 = (i % columns) * pw, (i // columns) * ph
         ys = np.log10(np.maximum([r[key] for r in history], 1e-8))
-        lo, hi = ys.min(), max(ys.max(), ys.min() + 1e-6)
-        pts = [(pad + (w - 2 * pad) * j / max(len(ys) - 1, 1), h - pad - (h - 2 * pad) * (y - lo) / (hi - lo))
-               for j, y in enumerate(ys)]
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=1)
-        draw.text((pad + 100 * i, 6), f"{key} (log)", fill=colour)
-    draw.text((pad, h - pad + 8), f"step 1 .. {history[-1]['step']}", fill="black")
+        smooth = np.convolve(ys, np.ones(window) / window, mode="valid") if steps >= window else ys
+        lo, hi = float(ys.min()), max(float(ys.max()), float(ys.min()) + 1e-6)
+
+        def pt(j: float, y: float) -> tuple[float, float]:
+            return (x0 + pad_l + (pw - pad_l - pad_r) * j / max(steps - 1, 1),
+                    y0 + ph - pad_b - (ph - pad_t - pad_b) * (y - lo) / (hi - lo))
+        draw.rectangle([x0 + pad_l, y0 + pad_t, x0 + pw - pad_r, y0 + ph - pad_b], outline=(200, 200, 200))
+        if steps > 1:
+            draw.line([pt(j, y) for j, y in enumerate(ys)], fill=(190, 200, 235), width=1)
+            offset = (window - 1) / 2
+            draw.line([pt(j + offset, y) for j, y in enumerate(smooth)], fill=(20, 40, 140), width=2)
+        draw.text((x0 + pad_l, y0 + 3), f"{key} (log scale, mean of {window})", fill="black")
+        draw.text((x0 + 2, y0 + pad_t), f"{10 ** hi:.3g}", fill="gray")
+        draw.text((x0 + 2, y0 + ph - pad_b - 10), f"{10 ** lo:.3g}", fill="gray")
+        draw.text((x0 + pad_l, y0 + ph - pad_b + 3), "1", fill="gray")
+        draw.text((x0 + pw - pad_r - 40, y0 + ph - pad_b + 3), f"{history[-1]['step']}", fill="gray")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -110,8 +124,7 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     store = Store(spec.out, spec.storage_options)
     store.check_writable()
     sources = list_images(spec.images, spec.storage_options)
-    photos = offline_photos() if spec.images == "offline" else None
-    pictures = [torch.from_numpy(np.array(load_image(s, spec.storage_options, photos))).permute(2, 0, 1) for s in sources]
+    pictures = [torch.from_numpy(np.array(load_image(s, spec.storage_options))).permute(2, 0, 1) for s in sources]
     s = gen_entry.out_size
     augment = v2.Compose([v2.RandomResizedCrop(s, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
                           v2.ColorJitter(0.3, 0.3, 0.3, 0.05)])

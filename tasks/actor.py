@@ -8,6 +8,7 @@ except loading weights through `models` (images and numbers go back to the calle
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -168,7 +169,8 @@ class SynthesisActor:
             return torch.stack([u(acts) for u in units], 1), acts[job.encoder_layer].flatten(1)
 
         with capture:
-            result = inverse_set(render, probe, init, clip, list(job.constraints), job.config)
+            result = inverse_set(render, probe, init, clip, list(job.constraints), job.config,
+                                 progress=_throttled_report(" & ".join(map(str, job.constraints)), job.config))
         return result, time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
@@ -194,3 +196,18 @@ class SynthesisActor:
             out.append(ItemResult(w, images[i], sign * float(r.act_start[i]), sign * float(r.act_final[i]),
                                   sign * float(r.act_best[i]), vec.float().cpu().numpy(), description))
         return out
+
+
+def _throttled_report(what: str, cfg: InverseConfig, every_s: float = 20.0):
+    """A progress callback for one long inverse-set run: a line on stderr at most every `every_s` seconds
+    (Ray forwards actor output to the driver's terminal), so a run of minutes is not silent."""
+    last = [time.monotonic()]
+
+    def report(phase: str, count: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return
+        last[0] = now
+        detail = f"seed step {count}" if phase == "seeds" else f"{count}/{cfg.n} samples kept"
+        print(f"inverse {what}: {detail}", file=sys.stderr, flush=True)
+    return report
