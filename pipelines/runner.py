@@ -76,7 +76,9 @@ def init_ray(address: str) -> None:
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
     if address in ("", "local", None):
         _loopback_only()
-        ray.init(_node_ip_address="127.0.0.1", **kwargs)
+        # address="local": a new instance always. Without it Ray joins whatever RAY_ADDRESS or
+        # /tmp/ray/ray_current_cluster names, and a cluster that died without cleaning up makes it hang.
+        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
     else:
         try:
             ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": _SHIP_EXCLUDES},

@@ -1,6 +1,7 @@
 """End to end through the CLI, Ray and real MobileNetV2 weights (marked integration)."""
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,12 @@ def test_image_am_beats_every_offline_photo(tmp_path):
             logit = net(norm(torch.tensor(img)[None]))[0, c].item()
         assert logit == pytest.approx(rows[c]["activation_final"], abs=1e-3)
         assert logit > best_photo[c].item(), (c, logit, best_photo[c].item())
+
+
+def test_local_address_ignores_a_dead_cluster_named_by_the_environment(tmp_path):
+    """--address local starts its own Ray: a RAY_ADDRESS (or /tmp/ray/ray_current_cluster) left behind by
+    a cluster that died must not make the run try to join it."""
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}  # nothing listens on the discard port
+    run_cli("atlas", "--layers", "features.3", "--units", "0", "--seeds", "1", "--steps", "2",
+            "--out", str(tmp_path / "o"), cwd=tmp_path, env=env, timeout=300)
+    assert len(unit_rows(str(tmp_path / "o"))) == 1
