@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=["image", "dgn"], default="image")
     g.add_argument("--steps", type=int, default=200)
-    g.add_argument("--lr", type=float, help="start learning rate (image: 6 pixel levels; dgn: the generator entry's tuned value, else 8)")
+    g.add_argument("--lr", type=float, help="start learning rate (image: 6 pixel levels; dgn: the generator "
+                   "entry's tuned value, else 8)")
     g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
     g.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="step = lr * g / mean|g| per item (default on for both methods)")
@@ -287,7 +288,9 @@ def _init_std(args) -> float:
     """--init-std, else the generator entry's tuned DGN-AM value, else InverseConfig's default."""
     from tasks.inverse import InverseConfig
 
-    return args.init_std if args.init_std is not None else _tuned(args.generator).get("init_std", InverseConfig.init_std)
+    if args.init_std is not None:
+        return args.init_std
+    return _tuned(args.generator).get("init_std", InverseConfig.init_std)
 
 
 def _cmd_inverse(args) -> int:

@@ -3,7 +3,8 @@ per-unit bounds file DGN-AM clips its codes to (upper = mean + k*sigma, lower 0 
 
 Images come from any fsspec URI (a folder or bucket prefix of .jpg/.jpeg/.png files) or `offline` (the
 photos bundled with skimage and scikit-learn; `offline-photos` leaves out the 200 LFW faces). The list is
-cut into shards that Ray tasks encode in parallel; each returns exact (count, mean, M2, max) sums that the driver merges exactly.
+cut into shards that Ray tasks encode in parallel; each returns exact (count, mean, M2, max) sums that the
+driver merges exactly.
 
 Writes under --out: `stats.parquet` (unit, mean, std, max, count, upper), `bounds.npy` (float32 upper bounds,
 what `atlas --bounds` reads) and `stats.json` (what was measured, with the weights digest).
@@ -68,7 +69,7 @@ def resolve_encoder(generator: str | None, model: str | None, layer: str | None)
 
 
 def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
-    """Image sources: `offline:<name>` for an offline set (pipelines/photos.py), else the image files under `uri`."""
+    """Image sources: `offline:<name>` for an offline set (pipelines/photos.py), else the files under `uri`."""
     offline = offline_sources(uri)
     if offline is not None:
         return offline

@@ -82,7 +82,7 @@ def _loss_curve(history: list[dict], panel: tuple[int, int] = (300, 170), column
     for i, key in enumerate(keys):
         x0, y0 = (i % columns) * pw, (i // columns) * ph
         ys = np.log10(np.maximum([r[key] for r in history], 1e-8))
-        smooth = np.convolve(ys, np.ones(window) / window, mode="valid") if steps >= window else ys
+        smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
         lo, hi = float(ys.min()), max(float(ys.max()), float(ys.min()) + 1e-6)
 
         def pt(j: float, y: float) -> tuple[float, float]:
