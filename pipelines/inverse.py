@@ -40,6 +40,7 @@ from tasks.inverse import Constraint, InverseConfig, InverseResult
 
 from .dispatch import ACTOR_OPTIONS, dispatch
 from .keys import hyperparams_json, safe_segment
+from .manifest import inverse_record, utc_now, write_manifest
 from .progress import Progress
 from .sheet import contact_sheet
 from .sink import parquet_bytes, png_bytes
@@ -86,6 +87,13 @@ class InversePlan:
     model: str  # path-safe model name
     snapshot: str
     code_upper: np.ndarray | None
+    target: LoadedNet
+    generator: LoadedNet
+
+    @property
+    def manifest_id(self) -> str:
+        """The manifest entry's key: a digest of every run of the command."""
+        return hashlib.sha256(" ".join(r.run_id for r in self.runs).encode()).hexdigest()[:12]
 
 
 def parse_constraint(text: str) -> tuple[str, str, float, float]:
@@ -145,7 +153,7 @@ def plan_inverse(spec: InverseSpec) -> InversePlan:
         run_id = hashlib.sha256(key.encode()).hexdigest()[:16]
         runs.append(InverseRun(run_id, InverseJob(cs, spec.config, encoder_layer, spec.seed, spec.dgn), hp))
     spec.store().check_writable()
-    return InversePlan(spec, runs, model, snapshot, upper)
+    return InversePlan(spec, runs, model, snapshot, upper, target, generator)
 
 
 SAMPLES_SCHEMA = pa.schema([
@@ -256,8 +264,8 @@ def _shortfall(run: InverseRun, result: InverseResult, out: str) -> str:
 
 
 def run_inverse(plan: InversePlan, *, log=print) -> InverseSummary:
-    """Compute every run of `plan` not yet under --out; raises UserInputError naming each run that
-    could not reach its range (after writing what it found)."""
+    """Compute every run of `plan` not yet under --out and record the command in manifest.json; raises
+    UserInputError naming each run that could not reach its range (after writing what it found)."""
     from .runner import actor_layout, init_ray
 
     spec = plan.spec
@@ -272,6 +280,8 @@ def run_inverse(plan: InversePlan, *, log=print) -> InverseSummary:
         return InverseSummary(len(plan.runs), skipped, 0, [], time.perf_counter() - t0)
     if skipped:
         log(f"resuming: skipping {skipped} of {len(plan.runs)} runs already under {spec.out}")
+    record = inverse_record(plan)
+    write_manifest(store, plan.manifest_id, record, status="running")
     init_ray(spec.address)
     n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
     threads = None if "num_gpus" in resources else resources["num_cpus"]
@@ -290,6 +300,8 @@ def run_inverse(plan: InversePlan, *, log=print) -> InverseSummary:
     dispatch(actors, todo, lambda actor, run: actor.inverse.remote(run.job), on_result, log)
     progress.close()
     summary = InverseSummary(len(plan.runs), skipped, len(todo), incomplete, time.perf_counter() - t0)
+    write_manifest(store, plan.manifest_id, record, status="finished", finished_at=utc_now(),
+                   incomplete=len(incomplete))
     if incomplete:
         raise UserInputError("; ".join(incomplete))
     return summary

@@ -21,7 +21,7 @@ from tasks.actor import Batch, SynthesisActor
 
 from .dispatch import ACTOR_OPTIONS, dispatch
 from .keys import ItemKey
-from .manifest import write_manifest
+from .manifest import run_record, utc_now, write_manifest
 from .progress import Progress
 from .sink import done_keys, write_batch
 from .spec import Plan
@@ -106,10 +106,6 @@ def run_id_of(plan: Plan) -> str:
     return hashlib.sha256((plan.hyperparams + plan.snapshot + plan.model_slug + sel).encode()).hexdigest()[:12]
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     """Synthesize every item of `plan` not yet under --out; returns the accounting summary."""
     spec = plan.spec
@@ -125,7 +121,7 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
         log(f"resuming: skipping {skipped} of {len(plan.items)} items already under {spec.out}; "
             f"{len(todo)} to go")
     run_id = run_id_of(plan)
-    write_manifest(store, plan, run_id, status="running")
+    write_manifest(store, run_id, run_record(plan), status="running")
 
     init_ray(spec.address)
     n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
@@ -153,6 +149,6 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     progress.close()
     wall = time.perf_counter() - t0
     summary = RunSummary(len(plan.items), skipped, written, wall, synth_s, n_actors)
-    write_manifest(store, plan, run_id, status="finished", finished_at=_now(),
+    write_manifest(store, run_id, run_record(plan), status="finished", finished_at=utc_now(),
                    synth_fraction=round(summary.synth_fraction, 4))
     return summary

@@ -2,6 +2,8 @@
 measured again from its PNG, satisfies every constraint; one row per sample; reruns do nothing; an
 unreachable range exits 2 with one line and keeps what it found."""
 
+import json
+
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
@@ -73,6 +75,12 @@ def test_intersection_samples_satisfy_both_ranges_and_rerun_does_nothing(tmp_pat
         for j, (z1, z2) in enumerate(ranges):
             assert z1 <= again[j] <= z2, (s["sample"], j, again[j], (z1, z2))
             assert abs(again[j] - s["activation"][j]) < 1e-3
+    (entry,) = json.loads((out / "manifest.json").read_text())["runs"].values()
+    assert entry["method"] == "inverse" and entry["status"] == "finished" and entry["incomplete"] == 0
+    assert entry["constraints"] == [[f"classifier.1:980:{ranges[0][0]:g}:{ranges[0][1]:g}",
+                                     f"features.9:3@7,7:{ranges[1][0]:g}:{ranges[1][1]:g}"]]
+    assert entry["weights_sha256"] and entry["generator"] == "tiny" and "torch" in entry["versions"]
+    assert entry["hyperparams"]["encoder_layer"] == "features.9"
     second = run_cli(*args, cwd=tmp_path)
     assert "nothing to do" in second.stdout
 
