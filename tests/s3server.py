@@ -94,19 +94,22 @@ class FlakyProxy:
                 except OSError:
                     pass
 
-    def outage(self, seconds: float) -> None:
-        """Drop every connection for `seconds` (in a background thread)."""
-        def run():
-            self.down = True
-            for s in list(self.live):  # open keep-alive connections break too, as in a restart
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self.live.clear()
-            time.sleep(seconds)
-            self.down = False
-        threading.Thread(target=run, daemon=True).start()
+    def outage(self, seconds: float | None = None) -> None:
+        """Drop every connection for `seconds` (in a background thread), or until `restore()` when None."""
+        self.down = True
+        for s in list(self.live):  # open keep-alive connections break too, as in a restart
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.live.clear()
+        if seconds is not None:
+            timer = threading.Timer(seconds, self.restore)
+            timer.daemon = True
+            timer.start()
+
+    def restore(self) -> None:
+        self.down = False
 
     def close(self) -> None:
         self._stop = True
