@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from models.capture import Capture
 from models.loading import load_net
 from models.registry import resolve_model
 from pipelines.inverse import read_inverse
+from pipelines.sheet import contact_sheet
 from pipelines.sink import PARTITIONING
 from pipelines.storage import Store
 from tasks.inverse import mean_pairwise_distance
@@ -50,17 +51,6 @@ def measure(net, pngs: list[Path], unit: int, encoder_layer: str) -> tuple[np.nd
             logits.append(acts[LOGITS][:, unit].numpy())
             feats.append(acts[encoder_layer].flatten(1))
     return np.concatenate(logits), torch.cat(feats)
-
-
-def strip(pngs: list[Path], values: np.ndarray, per_row: int, tile: int = 64) -> Image.Image:
-    rows = -(-len(pngs) // per_row)
-    sheet = Image.new("RGB", (per_row * tile, rows * (tile + 12)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (p, v) in enumerate(zip(pngs, values)):
-        x, y = (i % per_row) * tile, (i // per_row) * (tile + 12)
-        sheet.paste(Image.open(p).convert("RGB").resize((tile, tile)), (x, y))
-        draw.text((x + 2, y + tile), f"{v:.1f}", fill="black")
-    return sheet
 
 
 def main(argv=None) -> int:
@@ -107,12 +97,11 @@ def main(argv=None) -> int:
           f"in {layer}; {in_range}/{len(inv_pngs)} samples in range when re-measured")
     (args.out / "inverse_vs_dgn.json").write_text(json.dumps(report, indent=2))
     order = np.argsort(inv_logit)
-    top = strip(dgn_pngs[:20], dgn_logit[:20], 20)
-    bottom = strip([inv_pngs[i] for i in order], inv_logit[order], 20)
-    sheet = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height + 8), "white")
-    sheet.paste(top, (0, 0))
-    sheet.paste(bottom, (0, top.height + 8))
-    sheet.save(args.out / "inverse_vs_dgn.png")
+    shown = [(p, v) for p, v in zip(dgn_pngs[:20], dgn_logit[:20])] + [(inv_pngs[i], inv_logit[i]) for i in order]
+    titles = [(0, f"DGN-AM, {min(20, len(dgn_pngs))} of {len(dgn_pngs)} seeds (logit)"),
+              (1, f"inverse set {args.z1:g} <= logit <= {args.z2:g}: {len(inv_pngs)} samples by logit")]
+    contact_sheet([Image.open(p) for p, _ in shown], [f"{v:.1f}" for _, v in shown], columns=20, tile=64,
+                  rows_titles=titles).save(args.out / "inverse_vs_dgn.png")
     return 0 if in_range == len(inv_pngs) else 1
 
 

@@ -16,12 +16,13 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from models.capture import Capture
 from models.loading import load_net
 from models.registry import resolve_model
 from pipelines.photos import offline_photos, to_model_input
+from pipelines.sheet import contact_sheet
+from tasks.stats import encode
 
 PHOTOS = ("skimage/astronaut.png", "skimage/chelsea.png", "skimage/coffee.png", "skimage/rocket.jpg",
           "skimage/horse.png", "sklearn/china.jpg", "sklearn/flower.jpg", "skimage/lfw_subset/3")
@@ -39,10 +40,9 @@ def main(argv=None) -> int:
     net = load_net(resolve_model(model))
     photos = dict(offline_photos())
     x = torch.tensor(np.stack([to_model_input(photos[n], net.entry.preprocessing.size) for n in PHOTOS]))
-    with Capture(net.net, [layer]) as cap, torch.no_grad():
-        code = cap(net.to_input(x))[layer]
+    with torch.no_grad():
+        code = torch.from_numpy(encode(net.net, net.to_input, x, layer)).reshape(-1, *gen.code_shape)
     priors = [w.split("=", 1) for w in args.weights] or [("shipped", gen.default_weights())]
-    t = args.tile
     rows = [("photos", x)]
     small = F.interpolate(x, size=(gen.out_size, gen.out_size), mode="bilinear", antialias=True)
     for label, uri in priors:
@@ -51,13 +51,10 @@ def main(argv=None) -> int:
             rec = gen.to_image01(g.net(code)).clamp(0, 1)
         print(f"{label}: mean squared pixel error {float(((rec - small) ** 2).mean()):.4f} ({uri})")
         rows.append((label, rec))
-    sheet = Image.new("RGB", (len(PHOTOS) * t, len(rows) * (t + 14)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (label, imgs) in enumerate(rows):
-        draw.text((2, r * (t + 14) + 1), label, fill="black")
-        for i, img in enumerate(imgs):
-            arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            sheet.paste(Image.fromarray(arr).resize((t, t), Image.BILINEAR), (i * t, r * (t + 14) + 14))
+    tiles = [Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+             for _, imgs in rows for img in imgs]
+    sheet = contact_sheet(tiles, [""] * len(tiles), columns=len(PHOTOS), tile=args.tile,
+                          rows_titles=[(r, label) for r, (label, _) in enumerate(rows)])
     sheet.save(args.out)
     return 0
 
