@@ -1,10 +1,11 @@
-"""argparse value types shared by the subcommands."""
+"""argparse value types and flag groups shared by the subcommands."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "objective_arg"]
+__all__ = ["key_value", "floats3", "objective_arg", "add_model_flags", "add_generator_flags",
+           "add_execution_flags"]
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -27,8 +28,8 @@ def floats3(text: str) -> tuple[float, float, float]:
 
 
 def objective_arg(text: str) -> tuple[str, int | None, int | None, float]:
-    """'unit' | 'softmax' | 'blend:A,B:GAMMA' -> (kind, A, B, gamma)."""
-    if text in ("unit", "softmax"):
+    """'unit' | 'channel' | 'softmax' | 'blend:A,B:GAMMA' -> (kind, A, B, gamma)."""
+    if text in ("unit", "channel", "softmax"):
         return text, None, None, 0.0
     parts = text.split(":")
     try:
@@ -39,5 +40,37 @@ def objective_arg(text: str) -> tuple[str, int | None, int | None, float]:
                 return "blend", a, b, gamma
     except ValueError:
         pass
-    raise argparse.ArgumentTypeError(f"{text!r} is not 'unit', 'softmax' or 'blend:A,B:GAMMA' "
+    raise argparse.ArgumentTypeError(f"{text!r} is not 'unit', 'channel', 'softmax' or 'blend:A,B:GAMMA' "
                                      "(two units of the layer and a penalty weight >= 0, e.g. blend:980,970:0.1)")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mobilenet_v2", help="registry name or package.module:Callable")
+    g.add_argument("--weights", help="weights URI (any fsspec URI), or 'random'; default: the embedded weights")
+    g.add_argument("--input-size", type=int, help="input size for a package.module:Callable model")
+    g.add_argument("--mean", type=floats3, help="per-channel mean, in the net's channel order and scale")
+    g.add_argument("--std", type=floats3, help="per-channel std")
+    g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
+    g.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
+    g.add_argument("--config", help="TOML file holding any of the flags")
+
+
+def add_generator_flags(g) -> None:
+    g.add_argument("--generator", default="mnv2-pool",
+                   help="generator prior G (registry name; default: the shipped MobileNetV2 demo prior)")
+    g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
+    g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
+    g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")
+
+
+def add_execution_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("execution")
+    g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
+    g.add_argument("--address", default="local", help="'local', 'auto' or a ray:// address")
+    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=1.0)
+    g.add_argument("--storage-retry-s", type=float, default=120.0,
+                   help="seconds of backoff for transient storage faults before the run stops")
+    return g

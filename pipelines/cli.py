@@ -16,44 +16,14 @@ import tomllib
 
 from models.errors import StorageError, UserInputError
 
-from .argtypes import floats3, key_value, objective_arg
+from . import atlas_cmd
+from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value
+from .atlas_cmd import tuned
 
 __all__ = ["main", "build_parser"]
 
 IMAGES_HELP = ("folder/prefix URI of .jpg/.png images, 'offline' (the 222 bundled photos) or 'offline-photos' "
                "(the same without the 200 LFW faces)")
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="mobilenet_v2", help="registry name or package.module:Callable")
-    g.add_argument("--weights", help="weights URI (any fsspec URI), or 'random'; default: the embedded weights")
-    g.add_argument("--input-size", type=int, help="input size for a package.module:Callable model")
-    g.add_argument("--mean", type=floats3, help="per-channel mean, in the net's channel order and scale")
-    g.add_argument("--std", type=floats3, help="per-channel std")
-    g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
-    g.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                   help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
-    g.add_argument("--config", help="TOML file holding any of the flags")
-
-
-def _add_generator_flags(g) -> None:
-    g.add_argument("--generator", default="mnv2-pool",
-                   help="generator prior G (registry name; default: the shipped MobileNetV2 demo prior)")
-    g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
-    g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
-    g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")
-
-
-def _add_execution_flags(p: argparse.ArgumentParser):
-    g = p.add_argument_group("execution")
-    g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
-    g.add_argument("--address", default="local", help="'local', 'auto' or a ray:// address")
-    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
-    g.add_argument("--gpus-per-actor", type=float, default=1.0)
-    g.add_argument("--storage-retry-s", type=float, default=120.0,
-                   help="seconds of backoff for transient storage faults before the run stops")
-    return g
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,42 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("layers", help="list addressable layers with unit counts and spatial sizes")
-    _add_model_flags(p)
+    add_model_flags(p)
 
-    p = sub.add_parser("atlas", help="one synthesized image per (layer, unit, seed)")
-    _add_model_flags(p)
-    g = p.add_argument_group("selection")
-    g.add_argument("--layers", help="comma-separated layer paths; default: the model's demo selection")
-    g.add_argument("--units", default="all", help="'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
-    g.add_argument("--layer-units", action="append", type=key_value, default=[], metavar="LAYER=SPEC",
-                   help="units for one layer, overriding --units")
-    g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
-    g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
-    g = p.add_argument_group("method")
-    g.add_argument("--method", choices=["image", "dgn"], default="image")
-    g.add_argument("--steps", type=int, default=200)
-    g.add_argument("--lr", type=float, help="start learning rate (image: 6 pixel levels; dgn: the generator "
-                   "entry's tuned value, else 8)")
-    g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
-    g.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
-                   help="step = lr * g / mean|g| per item (default on for both methods)")
-    g.add_argument("--objective", type=objective_arg, default=("unit", None, None, 0.0),
-                   metavar="unit|softmax|blend:A,B:GAMMA",
-                   help="unit activation (default), class probability, or units A and B of the layer together "
-                        "with the penalty GAMMA*(a_A - a_B)^2")
-    g.add_argument("--direction", choices=["max", "min"], default="max",
-                   help="min: least-preferred inputs (the reported activations are the unit's own)")
-    g.add_argument("--preset", default="lowfreq", help="image AM regularizer preset: sparse, highfreq, "
-                   "lowfreq (the paper's best), contrib, none")
-    _add_generator_flags(g)
-    g.add_argument("--l2", choices=["decay", "paper"], default="decay",
-                   help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
-    g.add_argument("--l2-lambda", type=float, default=0.005)
-    g = _add_execution_flags(p)
-    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
+    atlas_cmd.add_subcommand(sub)
 
     p = sub.add_parser("inverse", help="inverse-set samples: many diverse images with activations in [Z1, Z2]")
-    _add_model_flags(p)
+    add_model_flags(p)
     g = p.add_argument_group("constraints")
     g.add_argument("--constraint", action="append", default=[], metavar="LAYER:UNIT[@Y,X]:Z1:Z2",
                    help="repeat to intersect; UNIT may be a list or range ('3,17', '0:8') for one run per unit")
@@ -121,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-std", type=float,
                    help=f"std of the random initial codes (default: the generator's DGN-AM value, else {d.init_std:g})")
     g.add_argument("--seed", type=int, default=0)
-    _add_generator_flags(g)
-    _add_execution_flags(p)
+    add_generator_flags(g)
+    add_execution_flags(p)
     p = sub.add_parser("stats", help="per-unit code statistics (mean, std, max) that set DGN-AM's clip bounds")
     p.add_argument("--generator", help="generator whose encoder layer to measure (e.g. mnv2-pool, deepsim-fc6)")
     p.add_argument("--model", help="encoder net (overrides the generator's)")
@@ -202,42 +142,6 @@ def _cmd_layers(args) -> int:
     return 0
 
 
-def _atlas_spec(args):
-    from tasks.actor import NetSpec
-    from tasks.objectives import ObjectiveSpec
-    from tasks.dgn import DGNConfig
-    from tasks.image_am import ImageAMConfig
-
-    from .spec import AtlasSpec
-
-    common = {k: v for k, v in {"lr": args.lr, "lr_end": args.lr_end, "normalize": args.normalize_grad}.items()
-              if v is not None}
-    if args.method == "image":
-        config = ImageAMConfig.from_preset(args.preset, **common)
-        generator = None
-    else:
-        config = DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound,
-                           **{**_tuned(args.generator), **common})
-        generator = args.generator
-    storage = dict(args.storage_option)
-    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
-                  std=args.std, bgr=args.bgr, generator=generator, generator_weights=args.generator_weights,
-                  storage_options=storage)
-    layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else ()
-    kind, a, b, gamma = args.objective
-    units = args.units
-    if kind == "blend":
-        if units != "all":
-            raise UserInputError("--objective blend:A,B:GAMMA names its units; drop --units")
-        units = str(a)
-    objective = ObjectiveSpec(kind, b, gamma, args.direction)
-    return AtlasSpec(net=net, config=config, layers=layers, units=units, objective=objective,
-                     layer_units=tuple(args.layer_units), seeds=args.seeds, steps=args.steps,
-                     snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
-                     batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                     address=args.address, storage_retry_s=args.storage_retry_s)
-
-
 def _cmd_stats(args) -> int:
     from .stats import StatsSpec, resolve_encoder, run_stats
 
@@ -277,20 +181,13 @@ def _cmd_import_caffe(args) -> int:
     return import_caffe.run(args)
 
 
-def _tuned(generator: str) -> dict:
-    """The generator entry's own DGN-AM settings (e.g. lr, init_std), applied where flags are absent."""
-    from models.registry import resolve_model
-
-    return dict(getattr(resolve_model(generator), "dgn_defaults", ()))
-
-
 def _init_std(args) -> float:
     """--init-std, else the generator entry's tuned DGN-AM value, else InverseConfig's default."""
     from tasks.inverse import InverseConfig
 
     if args.init_std is not None:
         return args.init_std
-    return _tuned(args.generator).get("init_std", InverseConfig.init_std)
+    return tuned(args.generator).get("init_std", InverseConfig.init_std)
 
 
 def _cmd_inverse(args) -> int:
@@ -321,17 +218,6 @@ def _cmd_inverse(args) -> int:
     return 0
 
 
-def _cmd_atlas(args) -> int:
-    from .runner import run_atlas
-    from .spec import plan
-
-    p = plan(_atlas_spec(args))
-    print(f"neuron-atlas: {len(p.items)} items ({args.method}, {p.spec.steps} steps) -> {args.out}", file=sys.stderr)
-    summary = run_atlas(p, log=lambda m: print(m, file=sys.stderr))
-    print(summary.line(args.out))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="neuron-atlas: %(message)s")
@@ -340,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
-        handler = {"layers": _cmd_layers, "atlas": _cmd_atlas, "stats": _cmd_stats,
+        handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
                    "inverse": _cmd_inverse}[args.command]
         return handler(args)

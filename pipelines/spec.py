@@ -19,7 +19,7 @@ from models.capture import unknown_layer
 from models.errors import UserInputError
 from models.loading import RANDOM_WEIGHTS, LoadedNet, load_net
 from models.registry import model_slug, registry, resolve_model
-from models.units import parse_units, resolve_units
+from models.units import Unit, parse_units, resolve_units
 from tasks.actor import NetSpec, WorkItem
 from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
@@ -136,12 +136,24 @@ def plan(spec: AtlasSpec) -> Plan:
         if safe_segment(layer, "layer") != layer:
             raise UserInputError(f"layer name {layer!r} cannot name an output path")
         _check_objective(spec.objective, layer, target.layers[layer].shape)
-        for u in resolve_units(parse_units(units_spec), target.layers[layer], spec.net.model):
+        for u in _units(spec.objective, units_spec, target.layers[layer], spec.net.model):
             for seed in range(spec.seeds):
                 key = ItemKey(slug, snapshot, layer, u.channel, u.y, u.x, seed, spec.method, hp)
                 items.append((key, WorkItem(u, seed)))
     spec.store().check_writable()
     return Plan(replace(spec, config=config), target, generator, items, code_upper, hp, snapshot)
+
+
+def _units(obj: ObjectiveSpec, units_spec: str, info, model: str) -> list[Unit]:
+    """The layer's selected units; the channel objective averages over positions, so its units have none."""
+    selections = parse_units(units_spec)
+    if obj.kind != "channel":
+        return resolve_units(selections, info, model)
+    pinned = next((s for s in selections if s.y is not None), None)
+    if pinned is not None:
+        raise UserInputError(f"--objective channel averages channel {pinned.lo} over every position; drop the "
+                             f"'@{pinned.y},{pinned.x}' (or use --objective unit)")
+    return list(dict.fromkeys(Unit(u.layer, u.channel) for u in resolve_units(selections, info, model)))
 
 
 def _check_objective(obj: ObjectiveSpec, layer: str, shape: tuple[int, ...]) -> None:

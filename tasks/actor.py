@@ -177,7 +177,8 @@ class SynthesisActor:
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
-            result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule)
+            result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule,
+                              views=batch.config.views([w.seed for w in batch.items]))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))
@@ -185,13 +186,14 @@ class SynthesisActor:
     @staticmethod
     def _item_results(batch: Batch, r: LoopResult) -> list[ItemResult]:
         """Per item: the image, the objective's values (sign restored for --direction min, so they are the
-        unit's own activation) and the probed layer's activation vector at the unit's position."""
+        unit's own activation) and the probed layer's activation vector at the unit's position (its spatial
+        mean for a unit without one on a conv layer: the channel objective)."""
         out = []
         images = r.images.numpy()
         sign = batch.objective.sign
         for i, w in enumerate(batch.items):
             a = r.final_acts[w.unit.layer][i]
-            vec = a[:, w.unit.y, w.unit.x] if w.unit.y is not None else a.reshape(a.shape[0], -1)[:, 0]
+            vec = a[:, w.unit.y, w.unit.x] if w.unit.y is not None else a.reshape(a.shape[0], -1).mean(1)
             description = batch.objective.describe(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x)
             out.append(ItemResult(w, images[i], sign * float(r.act_start[i]), sign * float(r.act_final[i]),
                                   sign * float(r.act_best[i]), vec.float().cpu().numpy(), description))

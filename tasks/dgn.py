@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from models.errors import UserInputError
 
-from .loop import Parameterization, StepRule
+from .loop import Parameterization, StepRule, Views
+from .transforms import parse_transforms
 
 __all__ = ["DGNConfig", "dgn_parameterization", "fit_to", "code_clipper", "initial_codes"]
 
@@ -36,17 +37,26 @@ class DGNConfig:
     lower: float = 0.0
     init_std: float = 1.0
     bounds_digest: str | None = None  # sha256 of the bounds file, so a new file makes a new key
+    transforms: str = "none"  # robustness views of G(y) at each step (tasks/transforms.py); not in the paper
 
     def __post_init__(self):
         if self.l2 not in ("decay", "paper"):
             raise UserInputError(f"unknown --l2 {self.l2!r}; use 'decay' (released code) or 'paper' (lambda*||y||)")
+        parse_transforms(self.transforms)
 
     @property
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize)
 
+    def views(self, seeds: list[int]) -> Views | None:
+        return parse_transforms(self.transforms).views(seeds)
+
     def hyperparams(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """Every field; `transforms` only when on (keys of earlier runs stay valid)."""
+        hp = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if self.transforms == "none":
+            del hp["transforms"]
+        return hp
 
 
 def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,22 +1,30 @@
-"""Regularized image-space activation maximization (Yosinski et al. 2015).
+"""Image-space activation maximization: two parameterizations, two optimizers, optional robustness views.
 
-Update x <- r_theta(x + eta * da/dx) on mean-centred 0-255 pixels, r_theta composed of L2 decay, a Gaussian
-blur every `blur_every` steps, clipping of small-norm pixels and of small-contribution pixels, then a clamp
-to the valid pixel range. The four Table 1 presets are selectable by name.
+`param="pixel"` (Yosinski et al. 2015): update x <- r_theta(x + eta * da/dx) on mean-centred 0-255 pixels,
+r_theta composed of L2 decay, a Gaussian blur every `blur_every` steps, clipping of small-norm pixels and of
+small-contribution pixels, then a clamp to the valid pixel range; the four Table 1 presets are selectable by
+name. `param="fourier"` (Olah et al. 2017, Lucid/Lucent): decorrelated, frequency-scaled image space through
+a sigmoid (tasks/fourier.py); the pixel regularizers do not apply. `transforms` names the random views the
+net sees at each step (tasks/transforms.py), `optimizer` is normalized ascent or Adam (tasks/loop.py).
+
+A `style` bundles a measured combination: `yosinski` (pixel, lowfreq, normalized ascent: the paper's method)
+and `lucid` (fourier + standard transforms + Adam 0.05, Lucent's recipe, with the step count we measured).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
 from models.errors import UserInputError
 
-from .loop import Parameterization, StepRule
+from .fourier import fourier_parameterization
+from .loop import OPTIMIZERS, Parameterization, StepRule, Views
 from .regularizers import (clamp_range, clip_small_contribution, clip_small_norm, gaussian_blur, l2_decay)
+from .transforms import parse_transforms
 
-__all__ = ["ImageAMConfig", "PRESETS", "image_parameterization"]
+__all__ = ["ImageAMConfig", "PRESETS", "PARAMS", "STYLES", "image_parameterization"]
 
 # Table 1 of Yosinski et al. 2015, (decay, blur_width, blur_every, norm_pct, contrib_pct), named after the
 # style each produced in the paper's Figure 4 (rows top to bottom = quadrants TL, TR, BL, BR).
@@ -29,12 +37,29 @@ PRESETS: dict[str, tuple[float, float, int, float, float]] = {
 }
 
 
+PARAMS = ("pixel", "fourier")
+
+# (param, optimizer) -> (lr, lr_end, normalize): pixel steps are in 0-255 levels, fourier steps in
+# spectrum units (Lucent's Adam lr 0.05); Adam needs no normalization.
+_STEP_DEFAULTS = {("pixel", "ascent"): (6.0, 1.0, True), ("pixel", "adam"): (1.0, None, False),
+                  ("fourier", "ascent"): (0.05, 0.005, True), ("fourier", "adam"): (0.05, None, False)}
+
+# --style NAME -> the flags it sets (explicit flags win) and its step count
+STYLES: dict[str, dict] = {
+    "yosinski": {"param": "pixel", "preset": "lowfreq", "transforms": "none", "optimizer": "ascent",
+                 "steps": 200},
+    "lucid": {"param": "fourier", "preset": "none", "transforms": "standard", "optimizer": "adam",
+              "steps": 512},
+}
+
+
 @dataclass(frozen=True)
 class ImageAMConfig:
-    """Hyperparameters of image-space AM; `from_preset` fills the regularizers from Table 1.
+    """Hyperparameters of image-space AM; `from_preset` fills the regularizers from Table 1, `build` resolves
+    a style and flags into one config.
 
-    The step is normalized per image by default (lr = mean |change| per step in 0-255 pixel levels), so one
-    lr works across nets with different input scales; `normalize=False` with lr ~ 100 is the toolbox's raw
+    Pixel steps are normalized per image by default (lr = mean |change| per step in 0-255 pixel levels), so
+    one lr works across nets with different input scales; `normalize=False` with lr ~ 100 is the toolbox's raw
     step for Caffe nets.
     """
 
@@ -48,6 +73,27 @@ class ImageAMConfig:
     lr_end: float | None = 1.0
     normalize: bool = True
     init_std: float = 10.0
+    # added with the Lucid parameterization; left out of `hyperparams` at these defaults, so the keys of
+    # pixel runs are what they were before these existed
+    param: str = "pixel"
+    transforms: str = "none"
+    optimizer: str = "ascent"
+    fourier_sd: float = 0.01
+    decay_power: float = 1.0
+    decorrelate: bool = True
+    style: str | None = None
+
+    def __post_init__(self):
+        if self.param not in PARAMS:
+            raise UserInputError(f"unknown --param {self.param!r}; use one of {', '.join(PARAMS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserInputError(f"unknown --optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        if self.style is not None and self.style not in STYLES:
+            raise UserInputError(f"unknown --style {self.style!r}; use one of {', '.join(STYLES)}")
+        if self.param == "fourier" and self.preset != "none":
+            raise UserInputError(f"--preset {self.preset} is a pixel-space regularizer; drop it with --param "
+                                 "fourier (the frequency scaling and the sigmoid regularize instead)")
+        parse_transforms(self.transforms)  # a bad set is a user error now, not in an actor
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ImageAMConfig":
@@ -57,17 +103,53 @@ class ImageAMConfig:
         base = cls(preset=name, decay=decay, blur_width=bw, blur_every=be, norm_pct=npct, contrib_pct=cpct)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
+    @classmethod
+    def build(cls, style: str | None = None, *, param: str | None = None, preset: str | None = None,
+              transforms: str | None = None, optimizer: str | None = None, **overrides) -> "ImageAMConfig":
+        """A style's settings (default: `yosinski`) under the flags given (None = not given). The step
+        size defaults follow the (param, optimizer) pair; `overrides` (lr, lr_end, normalize) win."""
+        if style is not None and style not in STYLES:
+            raise UserInputError(f"unknown --style {style!r}; use one of {', '.join(STYLES)}")
+        base = STYLES[style or "yosinski"]
+        param = param or base["param"]
+        if preset is None:
+            preset = base["preset"] if param == base["param"] else ("none" if param == "fourier" else "lowfreq")
+        optimizer = optimizer or base["optimizer"]
+        if param not in PARAMS or optimizer not in OPTIMIZERS:
+            cls(param=param, optimizer=optimizer)  # raises the one-line error
+        lr, lr_end, normalize = _STEP_DEFAULTS[(param, optimizer)]
+        steps = {"lr": lr, "lr_end": lr_end, "normalize": normalize}
+        steps.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = cls.from_preset(preset, param=param, transforms=transforms or base["transforms"],
+                              optimizer=optimizer, style=style)
+        return replace(cfg, **steps)
+
     @property
     def rule(self) -> StepRule:
-        return StepRule(self.lr, self.lr_end, self.normalize)
+        return StepRule(self.lr, self.lr_end, self.normalize, self.optimizer)
+
+    def views(self, seeds: list[int]) -> Views | None:
+        """The per-step robustness views for items with these seeds (None without transforms)."""
+        return parse_transforms(self.transforms).views(seeds)
 
     def hyperparams(self) -> dict:
-        return asdict(self)
+        hp = asdict(self)
+        for f in fields(self)[fields(self).index(_FIRST_ADDED):]:
+            if hp[f.name] == f.default:
+                del hp[f.name]
+        return hp
+
+
+_FIRST_ADDED = next(f for f in fields(ImageAMConfig) if f.name == "param")
 
 
 def image_parameterization(cfg: ImageAMConfig, seeds: list[int], size: tuple[int, int],
                            mean01: tuple[float, float, float], device: torch.device) -> Parameterization:
-    """Pixels for each seed, initialised N(0, init_std) around the mean colour (per-seed generator)."""
+    """`fourier`: see tasks/fourier.py. `pixel`: pixels for each seed, initialised N(0, init_std) around the
+    mean colour (per-seed generator), regularized by the preset after every step."""
+    if cfg.param == "fourier":
+        return fourier_parameterization(seeds, size, device, sd=cfg.fourier_sd, decay=cfg.decay_power,
+                                        decorrelate=cfg.decorrelate)
     h, w = size
     init = torch.stack([torch.randn(3, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
     x = (init * cfg.init_std).to(device)

@@ -3,8 +3,11 @@
 A method supplies a `Parameterization` (STYLE 2): the tensor it optimizes, how that tensor renders to
 [0, 1] RGB images, an optional per-row penalty subtracted from the objective (DGN-AM's lambda*||y||), and an
 optional in-place `project` step applied after every update (clipping, decay, blur). The loop does gradient
-ascent on `objective(forward(render(params))) - penalty(params)` with a linear learning-rate schedule and,
-optionally, the released DGN-AM code's normalized steps (lr / mean|g| per row).
+ascent on `objective(forward(views(render(params), t))) - penalty(params)` with a linear learning-rate
+schedule, as plain ascent (optionally with the released DGN-AM code's normalized steps, lr / mean|g| per row)
+or Adam (Lucent's optimizer). `views` (optional, tasks/transforms.py) shows the net a random transformation
+of each render at each step (transformation robustness); the start and final activations are always
+measured on the untransformed render, which is what gets saved.
 
 Every row of the batch is an independent problem: nothing in the loop mixes rows, so a batch of many
 (unit, seed) items gives each item the result it would get alone (up to float reassociation).
@@ -21,9 +24,10 @@ import torch
 
 from .objectives import Acts, Objective
 
-__all__ = ["Parameterization", "StepRule", "LoopResult", "optimize", "quantize"]
+__all__ = ["Parameterization", "StepRule", "LoopResult", "optimize", "quantize", "OPTIMIZERS"]
 
 Forward = Callable[[torch.Tensor], Acts]
+Views = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 @dataclass
@@ -34,13 +38,23 @@ class Parameterization:
     project: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None  # (params, grad, step), in place
 
 
+OPTIMIZERS = ("ascent", "adam")
+
+
 @dataclass(frozen=True)
 class StepRule:
-    """params += lr_t * g, lr_t linear from `lr` to `lr_end`; `normalize` divides g by mean|g| per row."""
+    """`ascent`: params += lr_t * g, `normalize` dividing g by mean|g| per row first; `adam`: an Adam step
+    (torch defaults, maximizing) of size lr_t. lr_t is linear from `lr` to `lr_end` (constant without one).
+    Both are elementwise per row, so batch rows never interact."""
 
     lr: float
     lr_end: float | None = None
     normalize: bool = False
+    optimizer: str = "ascent"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
 
     def lr_at(self, t: int, steps: int) -> float:
         if self.lr_end is None or steps <= 1:
@@ -53,7 +67,7 @@ class LoopResult:
     images: torch.Tensor  # uint8 [B, H, W, 3] on the CPU: the saved pictures
     act_start: torch.Tensor  # [B] objective at the initial params
     act_final: torch.Tensor  # [B] objective of the quantized final image
-    act_best: torch.Tensor  # [B] best objective seen at any step, final included
+    act_best: torch.Tensor  # [B] best objective seen at any step (on its views), final included
     final_acts: dict[str, torch.Tensor]  # captured layers for the quantized final images (detached)
     params: torch.Tensor  # final params (detached)
 
@@ -64,25 +78,37 @@ def quantize(x01: torch.Tensor) -> torch.Tensor:
 
 
 def optimize(param: Parameterization, objective: Objective, forward: Forward, steps: int, rule: StepRule,
-             *, progress: Callable[[int], None] | None = None) -> LoopResult:
+             *, views: Views | None = None, progress: Callable[[int], None] | None = None) -> LoopResult:
     """Run `steps` ascent steps on every row of `param.params`; see the module docstring."""
     p = param.params
     p.requires_grad_(True)
     best = None
     start = None
+    if views is not None and steps:  # the views' activations are not the picture's: measure it untransformed
+        with torch.no_grad():
+            start = objective(forward(param.render(p))).detach()
+    adam = torch.optim.Adam([p], lr=rule.lr, maximize=True) if rule.optimizer == "adam" else None
     for t in range(steps):
-        act = objective(forward(param.render(p)))
+        x = param.render(p)
+        act = objective(forward(views(x, t) if views is not None else x))
         total = act - param.penalty(p) if param.penalty is not None else act
         (grad,) = torch.autograd.grad(total.sum(), p)
         act = act.detach()
         start = act.clone() if start is None else start
         best = act.clone() if best is None else torch.maximum(best, act)
         with torch.no_grad():
-            step = grad
-            if rule.normalize:
-                scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12)
-                step = grad / scale.view(-1, *([1] * (grad.dim() - 1)))
-            p.add_(step, alpha=rule.lr_at(t, steps))
+            lr = rule.lr_at(t, steps)
+            if adam is not None:
+                adam.param_groups[0]["lr"] = lr
+                p.grad = grad
+                adam.step()
+                p.grad = None
+            else:
+                step = grad
+                if rule.normalize:
+                    scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12)
+                    step = grad / scale.view(-1, *([1] * (grad.dim() - 1)))
+                p.add_(step, alpha=lr)
             if param.project is not None:
                 param.project(p, grad, t)
         if progress is not None:

@@ -13,7 +13,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Objective", "Acts", "unit", "per_item", "softmax_unit", "blend", "ObjectiveSpec"]
+__all__ = ["Objective", "Acts", "unit", "channel", "per_item", "softmax_unit", "blend", "ObjectiveSpec",
+           "OBJECTIVE_KINDS"]
 
 Acts = Mapping[str, torch.Tensor]
 
@@ -60,35 +61,48 @@ def unit(layer: str, channel: int, y: int | None = None, x: int | None = None) -
     return obj
 
 
+def channel(layer: str, channel: int) -> Objective:
+    """Mean over every spatial position of channel `channel` of `layer` (Lucid's `channel`, what it draws for
+    conv units); on a layer without spatial maps it is the unit's activation."""
+    def fn(acts: Acts) -> torch.Tensor:
+        a = acts[layer][:, channel]
+        return a.flatten(1).mean(1) if a.dim() > 1 else a
+
+    obj = Objective(fn, f"channel({layer}, {channel})", frozenset([layer]))
+    object.__setattr__(obj, "_unit", (layer, channel, None, None))
+    return obj
+
+
 def per_item(objectives: Sequence[Objective]) -> Objective:
     """Row i of the batch is scored by objectives[i]; result has shape [len(objectives)].
 
-    Plain unit objectives are gathered with one indexing op per layer; others run on their own row.
+    Plain unit and channel objectives are gathered with one indexing op per layer; others run on their own row.
     """
     objectives = list(objectives)
     layers = frozenset().union(*(o.layers for o in objectives))
     units = [getattr(o, "_unit", None) for o in objectives]
 
     if all(u is not None for u in units):
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, bool], list[int]] = {}  # (layer, pinned position?) -> rows
         for i, u in enumerate(units):
-            groups.setdefault(u[0], []).append(i)
+            groups.setdefault((u[0], u[2] is not None), []).append(i)
 
         index_cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
         def gather(acts: Acts) -> torch.Tensor:
             parts = []
-            for layer, rows in groups.items():
+            for (layer, pinned), rows in groups.items():
                 a = acts[layer]
-                key = (layer, a.device)
+                key = (layer, pinned, a.device)
                 if key not in index_cache:
                     idx = [torch.tensor(rows, device=a.device),
                            torch.tensor([units[i][1] for i in rows], device=a.device)]
-                    if a.dim() == 4:
+                    if pinned:
                         idx += [torch.tensor([units[i][2] for i in rows], device=a.device),
                                 torch.tensor([units[i][3] for i in rows], device=a.device)]
                     index_cache[key] = tuple(idx)
-                parts.append((rows, a[index_cache[key]]))
+                vals = a[index_cache[key]]
+                parts.append((rows, vals.flatten(1).mean(1) if vals.dim() > 1 else vals))
             if len(parts) == 1:
                 return parts[0][1]
             out = torch.empty(len(objectives), dtype=parts[0][1].dtype, device=parts[0][1].device)
@@ -118,11 +132,15 @@ def blend(a: Objective, b: Objective, gamma: float) -> Objective:
     return a + b - gap * gamma
 
 
+OBJECTIVE_KINDS = ("unit", "channel", "softmax", "blend")
+
+
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """What an atlas item maximizes for its unit: `unit` (the activation), `softmax` (the class
-    probability), or `blend` with a partner channel of the same layer; `direction="min"` minimizes it
-    (least-preferred inputs). Parsed from --objective unit | softmax | blend:A,B:GAMMA and --direction."""
+    """What an atlas item maximizes for its unit: `unit` (the activation at its position), `channel` (the
+    spatial mean of its channel; its key has no position), `softmax` (the class probability), or `blend` with
+    a partner channel of the same layer; `direction="min"` minimizes it (least-preferred inputs). Parsed from
+    --objective unit | channel | softmax | blend:A,B:GAMMA and --direction."""
 
     kind: str = "unit"
     partner: int | None = None  # blend: the second channel
@@ -130,17 +148,19 @@ class ObjectiveSpec:
     direction: str = "max"
 
     def __post_init__(self):
-        if self.kind not in ("unit", "softmax", "blend") or self.direction not in ("max", "min"):
+        if self.kind not in OBJECTIVE_KINDS or self.direction not in ("max", "min"):
             raise ValueError(f"bad objective {self.kind!r} / direction {self.direction!r}")
         if self.kind == "blend" and self.partner is None:
             raise ValueError("a blend needs a partner channel")
 
-    def _base(self, layer: str, channel: int, y: int | None, x: int | None) -> Objective:
+    def _base(self, layer: str, ch: int, y: int | None, x: int | None) -> Objective:
         if self.kind == "softmax":
-            return softmax_unit(layer, channel)
+            return softmax_unit(layer, ch)
+        if self.kind == "channel":
+            return channel(layer, ch)
         if self.kind == "blend":
-            return blend(unit(layer, channel, y, x), unit(layer, self.partner, y, x), self.gamma)
-        return unit(layer, channel, y, x)
+            return blend(unit(layer, ch, y, x), unit(layer, self.partner, y, x), self.gamma)
+        return unit(layer, ch, y, x)
 
     def build(self, layer: str, channel: int, y: int | None = None, x: int | None = None) -> Objective:
         """The objective the loop maximizes (negated for direction min)."""

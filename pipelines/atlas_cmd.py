@@ -1,0 +1,138 @@
+"""`neuron-atlas atlas`: its flags, and the flags -> AtlasSpec translation (pipelines/spec.py does the rest).
+
+Image-space AM is configured by a style (`--style`, tasks/image_am.STYLES) under individual flags:
+`--param pixel|fourier`, `--preset` (pixel only), `--transforms`, `--optimizer ascent|adam`, `--lr`,
+`--lr-end`, `--normalize-grad`, `--steps`. Without `--style`, a pixel flag (`--param pixel` or `--preset`)
+selects `yosinski` (the paper's method, the default before styles existed), anything else `DEFAULT_STYLE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from models.errors import UserInputError
+
+from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value, objective_arg
+
+__all__ = ["add_subcommand", "spec_from_args", "run", "tuned", "DEFAULT_METHOD", "DEFAULT_STYLE"]
+
+DEFAULT_METHOD = "image"
+DEFAULT_STYLE = "lucid"
+_DEFAULT_STEPS = 200  # DGN-AM (the released code's setting)
+
+
+def add_subcommand(subparsers) -> argparse.ArgumentParser:
+    """Add `atlas` to the CLI's subparsers; returns its parser."""
+    p = subparsers.add_parser("atlas", help="one synthesized image per (layer, unit, seed)")
+    add_model_flags(p)
+    g = p.add_argument_group("selection")
+    g.add_argument("--layers", help="comma-separated layer paths; default: the model's demo selection")
+    g.add_argument("--units", default="all", help="'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
+    g.add_argument("--layer-units", action="append", type=key_value, default=[], metavar="LAYER=SPEC",
+                   help="units for one layer, overriding --units")
+    g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
+    g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=["image", "dgn"], default=DEFAULT_METHOD)
+    g.add_argument("--steps", type=int, help="optimization steps (default: the style's; 200 for dgn)")
+    g.add_argument("--lr", type=float, help="start learning rate (default: per style/optimizer; dgn: the "
+                   "generator entry's tuned value, else 8)")
+    g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
+    g.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
+                   help="ascent step = lr * g / mean|g| per item (default on for normalized ascent)")
+    g.add_argument("--objective", type=objective_arg, default=("unit", None, None, 0.0),
+                   metavar="unit|channel|softmax|blend:A,B:GAMMA",
+                   help="unit activation at its position (default), channel mean over positions, class "
+                        "probability, or units A and B of the layer together with the penalty GAMMA*(a_A - a_B)^2")
+    g.add_argument("--direction", choices=["max", "min"], default="max",
+                   help="min: least-preferred inputs (the reported activations are the unit's own)")
+    g = p.add_argument_group("image-space AM")
+    g.add_argument("--style", help=f"lucid (default: fourier + standard transforms + Adam) or yosinski (pixel "
+                   "+ lowfreq preset + normalized ascent); the flags below override parts of it")
+    g.add_argument("--param", help="pixel (Yosinski's regularized pixels) or fourier (Lucid's decorrelated "
+                   "frequency space)")
+    g.add_argument("--preset", help="pixel regularizer preset: sparse, highfreq, lowfreq (the paper's best), "
+                   "contrib, none")
+    g.add_argument("--transforms", help="random views per step: none, standard (Lucent's), or "
+                   "pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG (also for dgn)")
+    g.add_argument("--optimizer", help="ascent (normalized gradient ascent) or adam")
+    g = p.add_argument_group("DGN-AM")
+    add_generator_flags(g)
+    g.add_argument("--l2", choices=["decay", "paper"], default="decay",
+                   help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
+    g.add_argument("--l2-lambda", type=float, default=0.005)
+    g = add_execution_flags(p)
+    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
+    return p
+
+
+def tuned(generator: str) -> dict:
+    """The generator entry's own DGN-AM settings (e.g. lr, init_std), applied where flags are absent."""
+    from models.registry import resolve_model
+
+    return dict(getattr(resolve_model(generator), "dgn_defaults", ()))
+
+
+def _image_config(args):
+    from tasks.image_am import STYLES, ImageAMConfig
+
+    style = args.style or ("yosinski" if args.param == "pixel" or args.preset else DEFAULT_STYLE)
+    config = ImageAMConfig.build(style, param=args.param, preset=args.preset, transforms=args.transforms,
+                                 optimizer=args.optimizer, lr=args.lr, lr_end=args.lr_end,
+                                 normalize=args.normalize_grad)
+    return config, STYLES[style]["steps"]
+
+
+def _dgn_config(args):
+    from tasks.dgn import DGNConfig
+
+    for flag in ("style", "param", "preset", "optimizer"):
+        if getattr(args, flag) is not None:
+            raise UserInputError(f"--{flag} is for --method image; DGN-AM takes --transforms, --lr, --lr-end "
+                                 "and the generator flags")
+    common = {k: v for k, v in {"lr": args.lr, "lr_end": args.lr_end, "normalize": args.normalize_grad}.items()
+              if v is not None}
+    return DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, transforms=args.transforms or "none",
+                     **{**tuned(args.generator), **common}), _DEFAULT_STEPS
+
+
+def spec_from_args(args):
+    """The AtlasSpec the flags describe (UserInputError for contradictory or unknown values)."""
+    from tasks.actor import NetSpec
+    from tasks.objectives import ObjectiveSpec
+
+    from .spec import AtlasSpec
+
+    config, steps = _image_config(args) if args.method == "image" else _dgn_config(args)
+    storage = dict(args.storage_option)
+    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
+                  std=args.std, bgr=args.bgr, generator=args.generator if args.method == "dgn" else None,
+                  generator_weights=args.generator_weights, storage_options=storage)
+    layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else ()
+    kind, a, b, gamma = args.objective
+    units = args.units
+    if kind == "blend":
+        if units != "all":
+            raise UserInputError("--objective blend:A,B:GAMMA names its units; drop --units")
+        units = str(a)
+    objective = ObjectiveSpec(kind, b, gamma, args.direction)
+    return AtlasSpec(net=net, config=config, layers=layers, units=units, objective=objective,
+                     layer_units=tuple(args.layer_units), seeds=args.seeds,
+                     steps=args.steps if args.steps is not None else steps,
+                     snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
+                     batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                     address=args.address, storage_retry_s=args.storage_retry_s)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, run and summarize one atlas job; returns the exit status (0)."""
+    from .runner import run_atlas
+    from .spec import plan
+
+    p = plan(spec_from_args(args))
+    what = args.method if args.method == "dgn" else f"image, {p.spec.config.style or 'custom'} style"
+    print(f"neuron-atlas: {len(p.items)} items ({what}, {p.spec.steps} steps) -> {args.out}", file=sys.stderr)
+    summary = run_atlas(p, log=lambda m: print(m, file=sys.stderr))
+    print(summary.line(args.out))
+    return 0

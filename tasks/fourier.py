@@ -1,0 +1,80 @@
+"""The decorrelated Fourier image parameterization of Lucid / Lucent (Olah et al. 2017, "Feature Visualization").
+
+Each item optimizes real-FFT coefficients `spectrum [B, 3, H, W//2+1, 2]`. Rendering scales them by
+1 / max(f, 1/max(H, W))^decay (so every frequency band moves at about the same rate under gradient ascent,
+instead of high frequencies dominating as they do for pixels), inverts the FFT ('ortho'), divides by Lucid's
+constant 4, mixes the three channels with the square root of ImageNet's colour covariance (decorrelated
+colour), and squashes through a sigmoid into (0, 1). Initial coefficients are N(0, sd) from each item's own
+seed, so an item's start does not depend on its batch. `image_to_spectrum` inverts the whole chain (the
+round trip is exact up to float error for images strictly inside (0, 1)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .loop import Parameterization
+
+__all__ = ["COLOR_SQRT_COV", "frequency_scale", "render_spectrum", "image_to_spectrum",
+           "fourier_parameterization", "initial_spectra"]
+
+# Square root of ImageNet's colour covariance (Lucid's `color_correlation_svd_sqrt`), columns normalized by
+# the largest column norm, as Lucid and Lucent use it.
+_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                          [0.27, 0.00, -0.05],
+                          [0.27, -0.09, 0.03]])
+COLOR_SQRT_COV = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
+_MAGIC = 4.0  # Lucid's constant: the ortho inverse FFT of the N(0, sd) spectrum is divided by it
+
+
+def frequency_scale(h: int, w: int, decay: float = 1.0, device=None) -> torch.Tensor:
+    """[H, W//2+1] factor 1 / max(f, 1/max(H, W))^decay, f = the 2-D frequency of each rfft2 bin."""
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    f = torch.sqrt(fx * fx + fy * fy)
+    return 1.0 / torch.clamp(f, min=1.0 / max(h, w)) ** decay
+
+
+def _mix(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Per-pixel colour mix: out[c] = sum_k matrix[c, k] * x[k] for x [B, 3, H, W]."""
+    return torch.einsum("ck,bkhw->bchw", matrix.to(x.device, x.dtype), x)
+
+
+def render_spectrum(spectrum: torch.Tensor, size: tuple[int, int], scale: torch.Tensor,
+                    decorrelate: bool = True) -> torch.Tensor:
+    """spectrum [B, 3, H, W//2+1, 2] -> RGB images in (0, 1), [B, 3, H, W]."""
+    spec = torch.view_as_complex(spectrum.contiguous()) * scale
+    x = torch.fft.irfft2(spec, s=size, norm="ortho") / _MAGIC
+    if decorrelate:
+        x = _mix(x, COLOR_SQRT_COV)
+    return torch.sigmoid(x)
+
+
+def image_to_spectrum(x01: torch.Tensor, scale: torch.Tensor, decorrelate: bool = True,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """The spectrum whose render is `x01` [B, 3, H, W] (values clamped into (eps, 1 - eps) first)."""
+    x = torch.logit(x01.clamp(eps, 1 - eps))
+    if decorrelate:
+        x = _mix(x, torch.linalg.inv(COLOR_SQRT_COV))
+    spec = torch.fft.rfft2(x * _MAGIC, norm="ortho") / scale
+    return torch.view_as_real(spec).contiguous()
+
+
+def initial_spectra(seeds: list[int], size: tuple[int, int], sd: float, device: torch.device) -> torch.Tensor:
+    """One N(0, sd) spectrum per seed, each from its own generator."""
+    h, w = size
+    shape = (3, h, w // 2 + 1, 2)
+    init = torch.stack([torch.randn(*shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return (init * sd).to(device)
+
+
+def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: torch.device, *,
+                             sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True) -> Parameterization:
+    """Decorrelated Fourier parameters for each seed; no projection step (the sigmoid keeps images valid)."""
+    if not math.isfinite(decay) or decay < 0:
+        raise ValueError(f"decay {decay} must be a finite number >= 0")
+    scale = frequency_scale(*size, decay=decay, device=device)
+    spectrum = initial_spectra(seeds, size, sd, device)
+    return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))

@@ -1,0 +1,121 @@
+"""Transformation robustness (Lucid / Lucent, Olah et al. 2017): each step the net sees a random view.
+
+A `TransformSet` describes Lucent's chain pad -> jitter -> scale -> rotate -> jitter; `views(seeds)` turns it
+into a callable `(x01 [B, 3, H, W], step) -> views [B, 3, H, W]` that draws every item's own translation,
+scale and angle and applies the whole chain as ONE affine grid sample over the batch (no Python loop over
+items on the tensor path). Out-of-image pixels are grey 0.5, as Lucent's constant pad. The draws of an item
+depend only on (its seed, step), never on what else is in the batch.
+
+Named sets: `none` and `standard` (Lucent's `standard_transforms`: pad 12, jitter 8, scales 0.90..1.10 in
+steps of 0.02, rotations -10..10 degrees with extra weight on 0, jitter 4). Any other set is written as
+`pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG` (omitted parts are off), e.g.
+`--transforms pad=16,jitter=16+8,scale=0.8:1.2:0.05,rotate=15`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+
+from models.errors import UserInputError
+
+from .loop import Views
+
+__all__ = ["TransformSet", "TRANSFORM_SETS", "parse_transforms"]
+
+
+@dataclass(frozen=True)
+class TransformSet:
+    """pad (px of grey around the image), two jitters (crop offsets drawn from 0..J-1), a list of scales
+    and a list of angles in degrees, each drawn uniformly per item and step."""
+
+    pad: int = 0
+    jitter: tuple[int, ...] = ()
+    scales: tuple[float, ...] = (1.0,)
+    angles: tuple[float, ...] = (0.0,)
+
+    @property
+    def identity(self) -> bool:
+        return not self.pad and not any(j > 1 for j in self.jitter) and set(self.scales) == {1.0} \
+            and set(self.angles) == {0.0}
+
+    def views(self, seeds: list[int]) -> Views | None:
+        """The per-step view function for a batch of items with these seeds (None for the identity)."""
+        if self.identity:
+            return None
+        seeds = list(seeds)
+
+        def apply(x: torch.Tensor, step: int) -> torch.Tensor:
+            theta = torch.stack([self._theta(s, step, x.shape[-2:]) for s in seeds]).to(x.device, x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+        return apply
+
+    def _theta(self, seed: int, step: int, size) -> torch.Tensor:
+        """The 2x3 affine map from output to input coordinates (normalized, x then y) for one item's view.
+
+        Lucent's chain on an S-pixel image: pad p, crop (S + 2p - J1) at offset j1, resize by s, rotate by a
+        about the centre, crop (s(S + 2p - J1) - J2) at offset j2; we resample that final window to S x S.
+        """
+        g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2 ** 63))
+        j1, j2 = (j if j > 1 else 0 for j in (self.jitter + (0, 0))[:2])
+        o1 = self._offset(j1, g)  # crop-centre offsets (x, y) in pixels, symmetric around 0
+        o2 = self._offset(j2, g)
+        s = self.scales[int(torch.randint(0, len(self.scales), (1,), generator=g))]
+        a = math.radians(self.angles[int(torch.randint(0, len(self.angles), (1,), generator=g))])
+        h, w = int(size[0]), int(size[1])
+        half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+        # half-width of the final window, in input pixels, per axis
+        window = ((torch.tensor([w, h], dtype=torch.float64) + 2 * self.pad - j1) * s - j2) / (2 * s)
+        rot = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]], dtype=torch.float64)
+        lin = rot @ torch.diag(window / half)  # output normalized -> input normalized
+        shift = (rot @ (o2 / s) + o1) / half
+        return torch.cat([lin, shift[:, None]], 1).float()
+
+    @staticmethod
+    def _offset(j: int, g: torch.Generator) -> torch.Tensor:
+        """A crop of j pixels less at offset 0..j-1 moves the centre by offset - (j-1)/2 (x and y)."""
+        if j <= 1:
+            return torch.zeros(2, dtype=torch.float64)
+        return torch.randint(0, j, (2,), generator=g).double() - (j - 1) / 2
+
+
+_STANDARD = TransformSet(pad=12, jitter=(8, 4), scales=tuple(1 + (i - 5) / 50 for i in range(11)),
+                         angles=tuple(float(a) for a in list(range(-10, 11)) + 5 * [0]))
+TRANSFORM_SETS: dict[str, TransformSet] = {"none": TransformSet(), "standard": _STANDARD}
+_FORMAT = "'none', 'standard' or 'pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG' (parts optional)"
+
+
+def parse_transforms(text: str) -> TransformSet:
+    """A named set, or the `pad=..,jitter=..,scale=..,rotate=..` form; bad text raises UserInputError."""
+    if text in TRANSFORM_SETS:
+        return TRANSFORM_SETS[text]
+    fields: dict = {}
+    try:
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key in fields:
+                raise ValueError
+            if key == "pad":
+                fields[key] = int(value)
+            elif key == "jitter":
+                fields[key] = tuple(int(v) for v in value.split("+"))
+            elif key == "scale":
+                lo, hi, step = (float(v) for v in value.split(":"))
+                n = int(round((hi - lo) / step)) if step > 0 else -1
+                if n < 0 or lo <= 0:
+                    raise ValueError
+                fields["scales"] = tuple(lo + i * step for i in range(n + 1))
+            elif key == "rotate":
+                deg = int(value)
+                fields["angles"] = tuple(float(a) for a in range(-abs(deg), abs(deg) + 1))
+            else:
+                raise ValueError
+        if fields.get("pad", 0) < 0 or any(j < 1 for j in fields.get("jitter", ())) or len(fields.get("jitter", ())) > 2:
+            raise ValueError
+    except ValueError:
+        raise UserInputError(f"unknown --transforms {text!r}; use {_FORMAT}") from None
+    return TransformSet(**fields)
