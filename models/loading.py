@@ -1,5 +1,10 @@
 """Build a registry entry into a ready-to-probe network: weights loaded, eval mode, frozen, on a device.
 
+Which weights (`resolve_weights_uri`): a URI is loaded over the built net; `random` re-initializes every
+module with its own `reset_parameters()`, seeded (the label stays `random`); without `--weights`, a registry
+entry loads its embedded weights, and a `package.module:Callable` (which may load trained weights itself)
+is used exactly as built, labelled `built-<sha8>` with the digest of its state dict (models/net_state.py).
+
 In-place activations are switched off so a captured layer output is never overwritten by the next module
 (MobileNetV2's ReLU6(inplace=True) would otherwise turn a captured conv output into its ReLU'd value).
 """
@@ -15,16 +20,22 @@ from torch import nn
 from .errors import UserInputError
 from .frozen import freeze_batchnorm
 from .layers import LayerInfo, trace_layers
+from .net_state import reinitialize, state_digest
 from .weights import load_into, read_weights
 
-__all__ = ["LoadedNet", "load_net", "RANDOM_WEIGHTS"]
+__all__ = ["LoadedNet", "load_net", "resolve_weights_uri", "RANDOM_WEIGHTS", "BUILT_WEIGHTS"]
 
 RANDOM_WEIGHTS = "random"
+BUILT_WEIGHTS = "built"  # the net as its builder made it; LoadedNet.weights_uri becomes 'built-<sha8>'
 
 
 @dataclass
 class LoadedNet:
-    """A frozen network on `device` with its registry entry, layer table and weights digest."""
+    """A frozen network on `device` with its registry entry, layer table and weights digest.
+
+    `weights_uri` is the URI loaded, `random`, or `built-<sha8>`; `weights_sha256` is the file's digest, the
+    built state dict's digest, or None for random weights.
+    """
 
     entry: Any
     net: nn.Module
@@ -42,28 +53,36 @@ class LoadedNet:
 
 
 def resolve_weights_uri(entry, weights: str | None) -> str:
+    """--weights, else the entry's embedded weights, else `built` for a self-loading (import-path) entry."""
     if weights:
         return weights
     if entry.default_weights is not None:
         return entry.default_weights()
+    if getattr(entry, "self_loading", False):
+        return BUILT_WEIGHTS
     raise UserInputError(f"model {entry.name!r} has no embedded weights; pass --weights URI "
                          f"(or --weights {RANDOM_WEIGHTS} for an untrained net)")
 
 
 def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str, Any] | None = None,
              device: str | torch.device = "cpu", seed: int = 0) -> LoadedNet:
-    """Build `entry`, load weights (`random` keeps a seeded initialization), trace its layers."""
+    """Build `entry`, load weights (see the module docstring; `seed` fixes random ones), trace its layers."""
     uri = resolve_weights_uri(entry, weights)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # 'random' weights are reproducible
+        torch.manual_seed(seed)  # builds that draw from torch's RNG, and 'random' weights, are reproducible
         try:
             net = entry.build()
         except Exception as e:
             raise UserInputError(f"building model {entry.name!r} failed: {e}") from e
-    if not isinstance(net, nn.Module):
-        raise UserInputError(f"model {entry.name!r} did not build an nn.Module (got {type(net).__name__})")
+        if not isinstance(net, nn.Module):
+            raise UserInputError(f"model {entry.name!r} did not build an nn.Module (got {type(net).__name__})")
+        if uri == RANDOM_WEIGHTS:
+            reinitialize(net, entry.name)
     sha = None
-    if uri != RANDOM_WEIGHTS:
+    if uri == BUILT_WEIGHTS:
+        sha = state_digest(net)
+        uri = f"{BUILT_WEIGHTS}-{sha[:8]}"
+    elif uri != RANDOM_WEIGHTS:
         loaded = read_weights(uri, storage_options)
         load_into(net, loaded, entry.name)
         sha = loaded.sha256

@@ -26,10 +26,11 @@ _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 @dataclass(frozen=True)
 class NetEntry:
-    """A target network: `build()` returns the architecture with untrained weights.
+    """A target network: `build()` returns the architecture (untrained, unless `self_loading`).
 
     `default_weights()` returns a URI for the embedded weights, or None when the caller must pass
-    `--weights` (or `random` for an untrained net).
+    `--weights` (or `random` for an untrained net). A `self_loading` entry (a `package.module:Callable`,
+    which may load trained weights itself) is used as built when neither is given.
     """
 
     name: str
@@ -39,6 +40,7 @@ class NetEntry:
     description: str = ""
     # (layer, units spec) pairs that `neuron-atlas atlas` uses when --layers is not given
     default_selection: tuple[tuple[str, str], ...] = ()
+    self_loading: bool = False
     kind: str = field(default="net", init=False)
 
     @property
@@ -78,7 +80,7 @@ def resolve_model(name: str, *, input_size: int | None = None, mean: tuple | Non
     if name in reg:
         entry = reg[name]
     elif _CALLABLE.match(name):
-        entry = NetEntry(name=name, build=_import_callable(name), description="user callable")
+        entry = NetEntry(name=name, build=_import_callable(name), description="user callable", self_loading=True)
     else:
         known = ", ".join(sorted(reg))
         raise UserInputError(f"unknown model {name!r}; use one of {known} or a 'package.module:Callable'")

@@ -17,6 +17,7 @@ import tomllib
 from models.errors import StorageError, UserInputError
 
 from . import atlas_cmd
+from .topk import nearest_cmd, topk_cmd
 from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value
 from .atlas_cmd import tuned
 
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(p)
 
     atlas_cmd.add_subcommand(sub)
+    topk_cmd.add_subcommand(sub)
+    nearest_cmd.add_subcommand(sub)
 
     p = sub.add_parser("inverse", help="inverse-set samples: many diverse images with activations in [Z1, Z2]")
     add_model_flags(p)
@@ -133,11 +136,12 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 def _cmd_layers(args) -> int:
     from models.layers import format_layers
-    from models.loading import RANDOM_WEIGHTS, load_net
+    from models.loading import BUILT_WEIGHTS, load_net
     from models.registry import resolve_model
 
     entry = resolve_model(args.model, input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
-    net = load_net(entry, args.weights or RANDOM_WEIGHTS, storage_options=dict(args.storage_option))
+    # the layer table needs the architecture only: without --weights, no file is read and nothing re-initialized
+    net = load_net(entry, args.weights or BUILT_WEIGHTS, storage_options=dict(args.storage_option))
     print(format_layers(net.layers))
     return 0
 
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
-                   "inverse": _cmd_inverse}[args.command]
+                   "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)

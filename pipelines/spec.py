@@ -102,7 +102,8 @@ def read_bounds(uri: str, storage_options: Mapping[str, Any]) -> tuple[np.ndarra
 
 
 def snapshot_name(snapshot: str | None, weights_uri: str) -> str:
-    """--snapshot, else the weights file's stem ('random' for random weights), as a path segment."""
+    """--snapshot, else the weights file's stem ('random' for random weights, 'built-<sha8>' for a net used
+    as its callable built it), as a path segment."""
     if snapshot:
         return safe_segment(snapshot, "snapshot")
     if weights_uri == RANDOM_WEIGHTS:
