@@ -1,5 +1,10 @@
 """The peer: Lucent (Lucid for PyTorch, `torch-lucent` 0.1.8), one unit at a time, as its users run it.
 
+Two uses. `time_lucent` is the plain-pixel speed peer below. `python -m benchmarks.lucent_peer --out DIR
+--classes 285,504 --steps 512 --size 224` is Lucent's default `render_vis` recipe (FFT + decorrelated colour,
+standard transforms, Adam 0.05) end to end in its own process (imports, model load, one class at a time),
+writing DIR/<class>.png: the quality and speed peer of our `lucid` style (benchmarks/quality.py).
+
 Installed only into the benchmark environment (`.bench-deps`, see the Makefile), never a runtime
 dependency. Matched to our image-space AM: same model and weights, same 224 px resolution, same number of
 steps, same objective (the unit's activation at the same position), Lucent's transforms off (`transforms=[]`,
@@ -12,11 +17,14 @@ channels_last copy is one of our optimizations (the report also gives Lucent on 
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 
+import numpy as np
 import torch
 
-__all__ = ["lucent_available", "time_lucent", "plain_model"]
+__all__ = ["lucent_available", "time_lucent", "plain_model", "render_classes"]
 
 
 def lucent_available() -> bool:
@@ -54,3 +62,54 @@ def time_lucent(model: torch.nn.Module, units: list[tuple[str, int, int | None, 
         render.render_vis(model, obj, param_f=lambda: param.image(size, fft=False, decorrelate=False),
                           transforms=[], thresholds=(steps,), progress=False, show_image=False)
     return time.perf_counter() - t0
+
+
+def render_classes(model: torch.nn.Module, layer: str, classes: list[int], steps: int, size: int, out: str,
+                   seed: int = 0) -> None:
+    """Lucent's default recipe for each class of `layer` (param.image(size): FFT, decorrelated colour;
+    standard transforms; Adam 0.05), seeded per class; saves the 8-bit result as out/<class>.png."""
+    from lucent.optvis import objectives, param, render
+    from PIL import Image
+
+    _kornia_compat()
+    model.eval()
+    os.makedirs(out, exist_ok=True)
+    for c in classes:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        (image,) = render.render_vis(model, objectives.channel(layer.replace(".", "_"), c),
+                                     param_f=lambda: param.image(size), thresholds=(steps,), progress=False,
+                                     show_image=False)
+        Image.fromarray((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8)).save(f"{out}/{c}.png")
+
+
+def _kornia_compat() -> None:
+    """Lucent 0.1.8 calls kornia.get_rotation_matrix2d / kornia.warp_affine, top-level names of the
+    kornia<=0.4.1 it pins; newer kornia keeps the same functions under kornia.geometry.transform."""
+    import kornia
+    from kornia.geometry import transform
+
+    for name in ("get_rotation_matrix2d", "warp_affine"):
+        if not hasattr(kornia, name):
+            setattr(kornia, name, getattr(transform, name))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Lucent's default render_vis for logit units of MobileNetV2")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--classes", required=True)
+    ap.add_argument("--steps", type=int, default=512)
+    ap.add_argument("--size", type=int, default=224, help="image size (Lucent's own default is 128, upsampled)")
+    ap.add_argument("--weights", help="default: the embedded MobileNetV2 weights")
+    args = ap.parse_args(argv)
+    from models.loading import resolve_weights_uri
+    from models.registry import resolve_model
+
+    weights = resolve_weights_uri(resolve_model("mobilenet_v2"), args.weights)
+    render_classes(plain_model("mobilenet_v2", weights), "classifier.1",
+                   [int(c) for c in args.classes.split(",")], args.steps, args.size, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,7 +7,10 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
   3. DGN-AM with the DeePSiM-fc6 generator + AlexNet at 227 px (random weights): batched vs one at a time;
   4. FLOPs per optimization step (torch.utils.flop_counter.FlopCounterMode) and achieved FLOP/s as a
      fraction of the dense fp32 matmul FLOP/s measured in this run;
-  5. pipeline overhead through Ray on a 200-item run (wall time the actor was not synthesizing), peak memory.
+  5. pipeline overhead through Ray on a 200-item run (wall time the actor was not synthesizing), peak memory;
+  6. readable pictures (benchmarks/quality.py): ten classes by every method, scored for view robustness,
+     contrast and colourfulness, with a contact sheet, and the lucid style's speed against Lucent's
+     render_vis at matched work, end to end.
 Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
 """
 
@@ -32,6 +35,7 @@ from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
 
 from .lucent_peer import lucent_available, plain_model, time_lucent
+from .quality import measure_quality, quality_report
 
 MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
 
@@ -170,6 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-hour", type=int, default=0, metavar="N",
                     help="also time N items of DeePSiM-fc6 + AlexNet 227 px at 200 steps (batch 64) and report "
                          "units·seeds per hour: the GPU target (use with --device cuda)")
+    ap.add_argument("--skip-quality", action="store_true", help="skip the readable-pictures comparison")
+    ap.add_argument("--quality-only", action="store_true", help="only the readable-pictures comparison")
+    ap.add_argument("--sheet", default="docs/quality-sheet.png", help="where the quality contact sheet goes")
     args = ap.parse_args(argv)
     q = args.quick
     per_layer, steps, batch = (4, 5, 4) if q else (8, 20, 8)
@@ -180,6 +187,8 @@ def main(argv=None) -> int:
     results["matmul_flops"] = peak
     log(f"machine: {results['machine']}; fp32 matmul {peak / 1e9:.1f} GFLOP/s")
 
+    if args.quality_only:
+        return _finish(args, results, log, quality=True)
     mnv2 = SynthesisActor(NetSpec("mobilenet_v2", generator="deepsim-fc6", generator_weights="random"),
                           device=str(device))
     units = mixed_units(MIXED, per_layer, mnv2)
@@ -220,6 +229,15 @@ def main(argv=None) -> int:
 
     if not args.skip_ray:
         results["ray"] = ray_overhead(40 if q else 200, 5 if q else 20, log)
+    return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
+
+
+def _finish(args, results: dict, log, quality: bool) -> int:
+    """Optionally the quality comparison, then peak memory and the two report files."""
+    if quality:
+        with tempfile.TemporaryDirectory() as work:
+            results["quality"] = measure_quality(work, args.sheet, log)
+    device = torch.device(results["device"])
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -243,6 +261,8 @@ def report(r: dict) -> str:
              "GFLOP per item-step | achieved GFLOP/s | of matmul |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key in ("image_am", "dgn_am", "dgn_alexnet"):
+        if key not in r:
+            continue
         x = r[key]
         lines.append(f"| {x['name']} | {x['items']} | {x['steps']} | {x['batched_items_per_s']:.3f} | "
                      f"{x['single_items_per_s']:.3f} | {x['speedup_vs_single']:.2f}x | "
@@ -282,6 +302,8 @@ def report(r: dict) -> str:
                   "for DeePSiM-fc6 + AlexNet at 227 px and 200 steps, target ≥ 50,000 per hour on one H100-class "
                   "GPU; ≥ 10x Lucent) are not measured yet. On a GPU machine: "
                   "`make bench ARGS='--device cuda --per-hour 2048'`."]
+    if "quality" in r:
+        lines += quality_report(r["quality"])
     lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
               + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
     return "\n".join(lines)

@@ -3,8 +3,10 @@
 A `TransformSet` describes Lucent's chain pad -> jitter -> scale -> rotate -> jitter; `views(seeds)` turns it
 into a callable `(x01 [B, 3, H, W], step) -> views [B, 3, H, W]` that draws every item's own translation,
 scale and angle and applies the whole chain as ONE affine grid sample over the batch (no Python loop over
-items on the tensor path). Out-of-image pixels are grey 0.5, as Lucent's constant pad. The draws of an item
-depend only on (its seed, step), never on what else is in the batch.
+items on the tensor path; the only per-item Python is drawing four numbers). Out-of-image pixels are grey
+0.5, as Lucent's constant pad. Views keep the input size (see `_theta` for how that maps Lucent's
+variable-size views). The draws of an item depend only on (its seed, step), never on what else is in the
+batch.
 
 Named sets: `none` and `standard` (Lucent's `standard_transforms`: pad 12, jitter 8, scales 0.90..1.10 in
 steps of 0.02, rotations -10..10 degrees with extra weight on 0, jitter 4). Any other set is written as
@@ -57,7 +59,11 @@ class TransformSet:
         """The 2x3 affine map from output to input coordinates (normalized, x then y) for one item's view.
 
         Lucent's chain on an S-pixel image: pad p, crop (S + 2p - J1) at offset j1, resize by s, rotate by a
-        about the centre, crop (s(S + 2p - J1) - J2) at offset j2; we resample that final window to S x S.
+        about the centre, crop at offset j2, and the net sees the result, whose size varies with s. Here the
+        net's input keeps its size S (batches stay one tensor; nets with fixed-size heads keep working): the
+        view shows the field Lucent shows at s = 1, C = S + 2p - J1 - J2 pixels around the same centre, with
+        the content zoomed by s. So objects appear at s * S / C of their size (0.95 s for the standard set
+        at 224 px), the grey margin and the translations are Lucent's.
         """
         g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2 ** 63))
         j1, j2 = (j if j > 1 else 0 for j in (self.jitter + (0, 0))[:2])
@@ -67,10 +73,9 @@ class TransformSet:
         a = math.radians(self.angles[int(torch.randint(0, len(self.angles), (1,), generator=g))])
         h, w = int(size[0]), int(size[1])
         half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
-        # half-width of the final window, in input pixels, per axis
-        window = ((torch.tensor([w, h], dtype=torch.float64) + 2 * self.pad - j1) * s - j2) / (2 * s)
+        field = torch.tensor([w, h], dtype=torch.float64) + 2 * self.pad - j1 - j2  # C, per axis
         rot = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]], dtype=torch.float64)
-        lin = rot @ torch.diag(window / half)  # output normalized -> input normalized
+        lin = rot @ torch.diag(field / (2 * s) / half)  # output normalized -> input normalized
         shift = (rot @ (o2 / s) + o1) / half
         return torch.cat([lin, shift[:, None]], 1).float()
 

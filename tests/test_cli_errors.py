@@ -40,6 +40,14 @@ CASES = {
                                    "unit 5000 is out of range"),
     "blend with --units": (["--layers", "classifier.1", "--units", "3", "--objective", "blend:1,2:0.1"],
                            "drop --units"),
+    "unknown param": (["--param", "voxel"], "unknown --param 'voxel'; use one of pixel, fourier"),
+    "unknown transforms": (["--transforms", "wobble"], "unknown --transforms 'wobble'; use 'none', 'standard'"),
+    "unknown optimizer": (["--optimizer", "sgd"], "unknown --optimizer 'sgd'; use one of ascent, adam"),
+    "unknown style": (["--style", "picasso"], "unknown --style 'picasso'; use one of"),
+    "preset with fourier": (["--param", "fourier", "--preset", "sparse"], "drop it with --param fourier"),
+    "style with dgn": (["--method", "dgn", "--style", "lucid"], "--style is for --method image"),
+    "channel objective at a position": (["--layers", "features.3", "--units", "1@2,2", "--objective", "channel"],
+                                        "drop the '@2,2'"),
 }
 
 INVERSE = ["inverse", "--generator", "tiny", "--generator-weights", "random", "--code-bound", "3"]

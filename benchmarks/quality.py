@@ -1,0 +1,164 @@
+"""Can a person read the pictures? Ten MobileNetV2 classes, every method, scored the same way, plus speed.
+
+For the classes in CLASSES, one image per class (seed 0) from each of: image AM in the `yosinski` style (the
+old default: pixels, lowfreq preset, 200 steps), the `lucid` style at 128, 256 and 512 steps, DGN-AM with the
+shipped demo prior (200 steps) with and without standard transforms, and Lucent's `render_vis` (FFT,
+decorrelated colour, standard transforms, Adam 0.05, 512 steps) at 224 px and at its own default 128 px
+(upsampled to 224 before the net). Ours run through the CLI (`neuron-atlas atlas`, a fresh process: Ray
+start and model load included); Lucent runs in its own process (benchmarks/lucent_peer.py). Each saved PNG
+is scored with tasks/quality.py: (a) mean softmax probability of its class over 16 fixed random views
+(random resized crop, scale 0.35-1, then Gaussian blur sigma 2); (b) RMS contrast; (c) colourfulness; the
+offline colour photos give the natural (b) and (c). The speed figure compares the wall times of our lucid
+run and Lucent's 224 px run at the same step count (512), the same transforms and 224 px.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from tasks.quality import colourfulness, fixed_views, rms_contrast, view_probability
+
+__all__ = ["CLASSES", "measure_quality", "quality_report"]
+
+CLASSES = {285: "Egyptian cat", 504: "coffee mug", 948: "Granny Smith", 967: "espresso", 980: "volcano",
+           947: "mushroom", 999: "toilet tissue", 812: "space shuttle", 417: "balloon", 530: "digital clock"}
+SPEED_STEPS = 512
+
+# name -> (how it runs, its arguments); "cli": flags of `neuron-atlas atlas`, "lucent": lucent_peer flags
+RUNS: dict[str, tuple[str, list[str]]] = {
+    "pixel (yosinski, 200 steps)": ("cli", ["--style", "yosinski"]),
+    "lucid, 128 steps": ("cli", ["--style", "lucid", "--steps", "128"]),
+    "lucid, 256 steps": ("cli", ["--style", "lucid", "--steps", "256"]),
+    "lucid, 512 steps": ("cli", ["--style", "lucid", "--steps", str(SPEED_STEPS)]),
+    "DGN-AM demo prior (200 steps)": ("cli", ["--method", "dgn"]),
+    "DGN-AM demo prior + standard transforms": ("cli", ["--method", "dgn", "--transforms", "standard"]),
+    "Lucent render_vis, 224 px, 512 steps": ("lucent", ["--size", "224", "--steps", str(SPEED_STEPS)]),
+    "Lucent render_vis, 128 px (its default), 512 steps": ("lucent", ["--size", "128", "--steps",
+                                                                      str(SPEED_STEPS)]),
+}
+SHEET_ROWS = ("pixel (yosinski, 200 steps)", "lucid, 512 steps", "DGN-AM demo prior (200 steps)",
+              "Lucent render_vis, 224 px, 512 steps")
+STYLE_ROW, PEER_ROW = "lucid, 512 steps", "Lucent render_vis, 224 px, 512 steps"
+
+
+def _env(with_bench_deps: bool) -> dict:
+    env = dict(os.environ)
+    if not with_bench_deps:  # our CLI runs without the peer's packages on its path
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def _run(kind: str, args: list[str], out: str, log) -> tuple[float, dict[int, np.ndarray]]:
+    """Run one configuration in a fresh process; returns its wall seconds and {class: uint8 image}."""
+    units = ",".join(map(str, CLASSES))
+    if kind == "cli":
+        cmd = [sys.executable, "-m", "pipelines", "atlas", "--layers", "classifier.1", "--units", units,
+               "--seeds", "1", "--out", out, *args]
+    else:
+        cmd = [sys.executable, "-m", "benchmarks.lucent_peer", "--out", out, "--classes", units, *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=_env(kind == "lucent"), capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return seconds, _images(kind, out)
+
+
+def _images(kind: str, out: str) -> dict[int, np.ndarray]:
+    if kind == "lucent":
+        return {c: np.asarray(Image.open(f"{out}/{c}.png").convert("RGB")) for c in CLASSES}
+    from pipelines.sink import read_units
+    from pipelines.storage import Store
+
+    store = Store(out)
+    return {r["unit"]: np.asarray(Image.open(os.path.join(out, r["image"])).convert("RGB"))
+            for r in read_units(store).to_pylist()}
+
+
+def _scorer():
+    from models.loading import load_net
+    from models.registry import resolve_model
+
+    net = load_net(resolve_model("mobilenet_v2"), None)
+    views = fixed_views(16, seed=0)
+    return lambda image, klass: view_probability(lambda x: net.net(net.to_input(x)), image, klass, views)
+
+
+def _photo_reference() -> dict:
+    from pipelines.photos import offline_photos
+
+    colour = [img for _, img in offline_photos(faces=False)
+              if (img[..., 0] != img[..., 1]).any() or (img[..., 1] != img[..., 2]).any()]
+    return {"count": len(colour), "contrast": float(np.mean([rms_contrast(i) for i in colour])),
+            "colourfulness": float(np.mean([colourfulness(i) for i in colour]))}
+
+
+def measure_quality(workdir: str, sheet: str | None, log) -> dict:
+    """Run every configuration of RUNS, score its images, draw the contact sheet; returns the figures."""
+    score = _scorer()
+    rows, images = {}, {}
+    for name, (kind, args) in RUNS.items():
+        seconds, imgs = _run(kind, args, os.path.join(workdir, f"run{len(rows)}"), log)
+        per_class = {c: {"probability": score(imgs[c], c), "contrast": rms_contrast(imgs[c]),
+                         "colourfulness": colourfulness(imgs[c])} for c in CLASSES}
+        rows[name] = {"seconds": seconds, "per_class": per_class,
+                      **{k: float(np.mean([v[k] for v in per_class.values()]))
+                         for k in ("probability", "contrast", "colourfulness")}}
+        images[name] = imgs
+        log(f"quality: {name}: {seconds:.0f} s, view probability {rows[name]['probability']:.3f}, contrast "
+            f"{rows[name]['contrast']:.3f}, colourfulness {rows[name]['colourfulness']:.1f}")
+    result = {"classes": CLASSES, "runs": rows, "photos": _photo_reference(),
+              "speed": {"steps": SPEED_STEPS, "ours_s": rows[STYLE_ROW]["seconds"],
+                        "lucent_s": rows[PEER_ROW]["seconds"],
+                        "ratio": rows[PEER_ROW]["seconds"] / rows[STYLE_ROW]["seconds"]}}
+    log(f"quality: lucid style vs Lucent at matched work: {result['speed']['ratio']:.2f}x")
+    if sheet:
+        draw_sheet(images, rows, sheet)
+        result["sheet"] = sheet
+    return result
+
+
+def draw_sheet(images: dict, rows: dict, dest: str) -> None:
+    """Rows SHEET_ROWS, one column per class, each tile labelled with the class and its view probability."""
+    from pipelines.sheet import contact_sheet
+
+    tiles, labels, titles = [], [], []
+    for r, name in enumerate(SHEET_ROWS):
+        titles.append((r, f"{name}: mean view probability {rows[name]['probability']:.2f}"))
+        for c, cname in CLASSES.items():
+            tiles.append(Image.fromarray(images[name][c]))
+            labels.append(f"{cname} {rows[name]['per_class'][c]['probability']:.2f}")
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    contact_sheet(tiles, labels, columns=len(CLASSES), tile=128, rows_titles=titles).save(dest)
+
+
+def quality_report(q: dict) -> list[str]:
+    """Markdown lines: the quality table, the photo reference, the speed ratio and the sheet."""
+    p = q["photos"]
+    lines = ["", "## Readable pictures: quality and speed against Lucent", "",
+             f"Ten MobileNetV2 classes ({', '.join(f'{c} {n}' for c, n in q['classes'].items())}), one image "
+             "each, seed 0 (`benchmarks/quality.py`). (a) mean softmax probability of the class over 16 fixed "
+             "random views (random resized crop, scale 0.35–1, then Gaussian blur σ 2); (b) RMS contrast of "
+             "the grey image in [0, 1]; (c) colourfulness (Hasler & Süsstrunk 2003). Wall time: a fresh "
+             "process for the 10 classes, Ray start and model load included.", "",
+             "| method | (a) view probability | (b) RMS contrast | (c) colourfulness | wall s |",
+             "|---|---|---|---|---|"]
+    for name, r in q["runs"].items():
+        lines.append(f"| {name} | {r['probability']:.3f} | {r['contrast']:.3f} | {r['colourfulness']:.1f} | "
+                     f"{r['seconds']:.0f} |")
+    lines.append(f"| offline colour photos ({p['count']}), reference | | {p['contrast']:.3f} | "
+                 f"{p['colourfulness']:.1f} | |")
+    s = q["speed"]
+    lines += ["", f"**Speed at matched work** (the `lucid` style against Lucent's `render_vis`: {s['steps']} "
+              "steps, standard transforms, FFT + decorrelated colour, Adam 0.05, 224 px, the 10 classes; ours "
+              f"through the CLI, Lucent in its own process): ours {s['ours_s']:.0f} s, Lucent "
+              f"{s['lucent_s']:.0f} s — **{s['ratio']:.2f}x**."]
+    if "sheet" in q:
+        lines += ["", f"![quality contact sheet]({q['sheet']})"]
+    return lines
