@@ -26,7 +26,8 @@ from .keys import ItemKey, batch_digest
 from models.retry import with_retries
 from .storage import Store
 
-__all__ = ["write_batch", "done_keys", "png_bytes", "parquet_bytes", "read_units", "PARTITIONING", "UNITS_SCHEMA"]
+__all__ = ["write_batch", "done_keys", "png_bytes", "parquet_bytes", "read_units", "read_dataset", "PARTITIONING",
+           "UNITS_SCHEMA"]
 
 PARTITION_FIELDS = [("model", pa.string()), ("snapshot", pa.string()), ("layer", pa.string())]
 PARTITIONING = ds.partitioning(pa.schema(PARTITION_FIELDS), flavor="hive")
@@ -94,16 +95,22 @@ def write_batch(store: Store, keys: Sequence[ItemKey], results: Sequence[ItemRes
 
 def read_units(store: Store, columns: list[str] | None = None) -> pa.Table:
     """The whole `units/` dataset as one Arrow table (partition columns typed as strings)."""
-    files = [store.path(p) for p in store.find("units", ".parquet")]
+    return read_dataset(store, "units", columns)
+
+
+def read_dataset(store: Store, rel: str, columns: list[str] | None = None,
+                 partitioning: ds.Partitioning = PARTITIONING) -> pa.Table:
+    """Every Parquet file under `rel` as one Arrow table, hive partition columns included (empty if none)."""
+    files = [store.path(p) for p in store.find(rel, ".parquet")]
     if not files:
         return pa.table({})
 
     def load() -> pa.Table:
-        dataset = ds.dataset(files, filesystem=store.fs, format="parquet", partitioning=PARTITIONING,
-                             partition_base_dir=store.path("units"))
+        dataset = ds.dataset(files, filesystem=store.fs, format="parquet", partitioning=partitioning,
+                             partition_base_dir=store.path(rel))
         return dataset.to_table(columns=columns)
 
-    return with_retries(load, f"{store.uri}/units", store.retry)
+    return with_retries(load, f"{store.uri}/{rel}", store.retry)
 
 
 def done_keys(store: Store) -> set[tuple]:

@@ -1,8 +1,9 @@
 """`neuron-atlas stats`: per-unit code statistics of an encoder layer over a set of real images, and the
 per-unit bounds file DGN-AM clips its codes to (upper = mean + k*sigma, lower 0 for post-ReLU codes).
 
-Images come from any fsspec URI (a folder or bucket prefix of .jpg/.jpeg/.png files) or `offline` (the
-photos bundled with skimage and scikit-learn; `offline-photos` leaves out the 200 LFW faces). The list is
+Images come from any fsspec URI (a folder or bucket prefix of .jpg/.jpeg/.png files, or Parquet rows of image
+bytes: pipelines/imagesets.py) or `offline` (the photos bundled with skimage and scikit-learn;
+`offline-photos` leaves out the 200 LFW faces). The list is
 cut into shards that Ray tasks encode in parallel; each returns exact (count, mean, M2, max) sums that the
 driver merges exactly.
 
@@ -17,27 +18,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from models.capture import unknown_layer
 from models.errors import UserInputError
 from models.loading import load_net
 from models.registry import resolve_model
-from models.retry import with_retries
 from tasks.stats import RunningStats, encode
 
-from .photos import OFFLINE_SETS, offline_image, offline_sources, to_model_input
+from .imagesets import list_image_set, load_image
+from .photos import to_model_input
 from .progress import Progress
 from .storage import Store
 
 __all__ = ["StatsSpec", "run_stats", "list_images", "load_image"]
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -69,32 +66,8 @@ def resolve_encoder(generator: str | None, model: str | None, layer: str | None)
 
 
 def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
-    """Image sources: `offline:<name>` for an offline set (pipelines/photos.py), else the files under `uri`."""
-    offline = offline_sources(uri)
-    if offline is not None:
-        return offline
-    try:
-        fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options))
-        found = with_retries(lambda: fs.find(root) if fs.isdir(root) else [root], uri, missing_ok=True)
-    except FileNotFoundError as e:
-        raise UserInputError(f"--images {uri!r} not found; pass a folder, a bucket prefix or one of "
-                             f"{', '.join(map(repr, OFFLINE_SETS))}") from e
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    files = sorted(p for p in found if p.lower().endswith(_IMAGE_SUFFIXES))
-    if not files:
-        raise UserInputError(f"no .jpg/.jpeg/.png images under --images {uri!r}; pass a folder or prefix that "
-                             f"holds some, or one of {', '.join(map(repr, OFFLINE_SETS))}")
-    return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in files]
-
-
-def load_image(source: str, storage_options: Mapping[str, Any]) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of one source from `list_images`."""
-    photo = offline_image(source)
-    if photo is not None:
-        return photo
-    with fsspec.open(source, "rb", **dict(storage_options)) as f:
-        blob = f.read()
-    return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+    """Image sources of `uri` (pipelines/imagesets.py: offline sets, folders and prefixes, Parquet rows)."""
+    return [s.uri for s in list_image_set(uri, storage_options).sources]
 
 
 def shard_stats(model: str, weights: str | None, layer: str, sources: list, storage_options: Mapping[str, Any],

@@ -1,0 +1,220 @@
+"""The Ray actor of `topk` and `nearest`: holds the target net on its device and turns shards of image names
+into mergeable results (pipelines/topk/records.py), reading the pixels itself.
+
+`ImageWorker` is a plain class (tests use it without Ray). Per shard it reads and decodes the images (the
+next batch is decoded in a background thread while the net runs on the current one), runs the net once
+per batch only as deep as the deepest layer it needs, and for `topk` reduces every selected unit of every
+layer to one value per image (tasks/topk.unit_maxima) whatever the number of units; for `nearest` it
+measures the distance from every image to every synthesized one in each code space. Unreadable images are
+skipped and reported, never fatal. Crops (`crops`) come back as PNG bytes: only the driver writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.capture import Capture
+from models.loading import load_net
+from tasks.actor import NetSpec, pick_device
+from tasks.quantiles import UnitStats
+from tasks.topk import TopK, unit_maxima
+
+from ..imagesets import read_images
+from ..photos import to_model_input
+from ..sink import png_bytes
+from ..storage import Store
+from .records import NearestShard, TopkShard
+from .shards import Shard, ShardResult
+
+__all__ = ["ImageWorker", "TopkJob", "NearestJob", "CropJob", "Queries", "PIXEL"]
+
+PIXEL = "pixel"  # the pixel space of `nearest`: the net's input-sized [0, 1] RGB image
+
+
+@dataclass(frozen=True)
+class TopkJob:
+    shard: Shard
+    layers: tuple[tuple[str, tuple[int, ...] | None], ...]  # (layer, selected channels; None = all)
+    k: int
+    batch_size: int
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NearestJob:
+    shard: Shard
+    spaces: tuple[str, ...]  # PIXEL or layer paths
+    k: int
+    batch_size: int
+    classes: tuple[int | None, ...] = ()  # per synthesized image: only real images of this label (same-class)
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CropJob:
+    sources: tuple[str, ...]
+    boxes: tuple[tuple[tuple[int, int, int, int], ...], ...]  # per source: (y0, x0, y1, x1) boxes, half-open
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The synthesized images `nearest` searches for: PNG paths under an output root."""
+
+    root: str
+    paths: tuple[str, ...]
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def label_class(label: str | None) -> int | None:
+    """A label that names a class index ('285', or an integer Parquet label), else None."""
+    return int(label) if label is not None and label.strip().isdigit() else None
+
+
+class ImageWorker:
+    def __init__(self, net: NetSpec, queries: Queries | None = None, *, threads: int | None = None,
+                 device: str | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = pick_device(device)
+        self.spec = net
+        self.net = load_net(net.entry(), net.weights, storage_options=net.storage_options, device=self.device)
+        self.size = net.entry().preprocessing.size
+        self.queries = queries
+        self._query_codes: dict[str, torch.Tensor] = {}
+        # decoding overlaps the forward pass; on a GPU it is the bottleneck, so it gets more threads
+        self._pool = ThreadPoolExecutor(max_workers=4 if self.device.type == "cuda" else 1)
+
+    def ping(self) -> str:
+        return str(self.device)
+
+    def _decode(self, sources, storage_options) -> tuple[list[int], torch.Tensor, list[tuple[str, str]]]:
+        images, failed = read_images(sources, storage_options)
+        ok = [i for i, img in enumerate(images) if img is not None]
+        x = torch.from_numpy(np.stack([to_model_input(images[i], self.size) for i in ok])) if ok else None
+        return ok, x, failed
+
+    def _batches(self, shard: Shard, storage_options, batch_size: int, failed: list
+                 ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """(positions in the shard, [B, 3, H, W] [0, 1] images on the device) per batch of readable images."""
+        starts = range(0, len(shard.sources), batch_size)
+        pending = None
+        for n, b in enumerate(starts):
+            if pending is None:
+                pending = self._pool.submit(self._decode, shard.sources[b:b + batch_size], storage_options)
+            ok, x, bad = pending.result()
+            pending = (self._pool.submit(self._decode, shard.sources[starts[n + 1]:starts[n + 1] + batch_size],
+                                         storage_options) if n + 1 < len(starts) else None)
+            failed += bad
+            if ok:
+                yield [b + i for i in ok], x.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def topk(self, job: TopkJob) -> ShardResult:
+        """The shard's top-k and statistics for every selected unit of every layer of the job."""
+        t0 = time.perf_counter()
+        failed: list[tuple[str, str]] = []
+        positions: list[int] = []
+        parts: dict[str, list] = {layer: [] for layer, _ in job.layers}
+        select = {layer: None if ch is None else torch.tensor(ch, device=self.device) for layer, ch in job.layers}
+        with Capture(self.net.net, list(parts), model_name=self.spec.model) as cap:
+            for pos, x in self._batches(job.shard, job.storage_options, job.batch_size, failed):
+                acts = cap(self.net.to_input(x))
+                positions += pos
+                for layer, parts_of in parts.items():
+                    a = acts[layer] if select[layer] is None else acts[layer].index_select(1, select[layer])
+                    parts_of.append(tuple(t.cpu() if t is not None else None for t in unit_maxima(a.float())))
+        index = job.shard.start + np.asarray(positions, np.int64)
+        layers = {}
+        for layer, chunks in parts.items():
+            units = self.net.layers[layer].units if select[layer] is None else len(select[layer])
+            values = torch.cat([c[0] for c in chunks]).numpy() if chunks else np.zeros((0, units), np.float32)
+            ys = torch.cat([c[1] for c in chunks]).numpy() if chunks and chunks[0][1] is not None else None
+            xs = torch.cat([c[2] for c in chunks]).numpy() if chunks and chunks[0][2] is not None else None
+            layers[layer] = (TopK.of(values, index, job.k, ys, xs), UnitStats.of(values))
+        return ShardResult(TopkShard(layers), len(positions), failed, time.perf_counter() - t0)
+
+    def _capture(self, layers: list[str]):
+        """A Capture of `layers`, or no capture at all (pixel space only)."""
+        return Capture(self.net.net, layers, model_name=self.spec.model) if layers else contextlib.nullcontext()
+
+    def _codes(self, cap: Capture | None, x01: torch.Tensor, spaces) -> dict[str, torch.Tensor]:
+        acts = cap(self.net.to_input(x01)) if cap is not None else {}
+        return {s: (x01 if s == PIXEL else acts[s]).flatten(1).float() for s in spaces}
+
+    def _load_queries(self, spaces, batch_size: int) -> dict[str, torch.Tensor]:
+        missing = [s for s in spaces if s not in self._query_codes]
+        if missing:
+            q = self.queries
+            store = Store(q.root, q.storage_options)
+            images = [np.asarray(Image.open(io.BytesIO(store.read_bytes(p))).convert("RGB")) for p in q.paths]
+            x = torch.from_numpy(np.stack([_exact_or_resized(img, self.size) for img in images]))
+            layers = [s for s in missing if s != PIXEL]
+            with self._capture(layers) as cap:
+                codes = [self._codes(cap, x[i:i + batch_size].to(self.device), missing)
+                         for i in range(0, len(x), batch_size)]
+            self._query_codes.update({s: torch.cat([c[s] for c in codes]) for s in missing})
+        return {s: self._query_codes[s] for s in spaces}
+
+    @torch.no_grad()
+    def nearest(self, job: NearestJob) -> ShardResult:
+        """Per space and synthesized image, the shard's k nearest images (Euclidean, in float64)."""
+        t0 = time.perf_counter()
+        queries = self._load_queries(job.spaces, job.batch_size)
+        failed: list[tuple[str, str]] = []
+        positions: list[int] = []
+        dists: dict[str, list[torch.Tensor]] = {s: [] for s in job.spaces}
+        layers = [s for s in job.spaces if s != PIXEL]
+        with self._capture(layers) as cap:
+            for pos, x in self._batches(job.shard, job.storage_options, job.batch_size, failed):
+                positions += pos
+                for s, codes in self._codes(cap, x, job.spaces).items():
+                    dists[s].append(torch.cdist(codes.double(), queries[s].double()).cpu())  # [B, Q]
+        index = job.shard.start + np.asarray(positions, np.int64)
+        n_queries = len(next(iter(queries.values())))
+        allowed = _class_mask(job.classes, [job.shard.labels[p] for p in positions], n_queries)
+        spaces = {}
+        for s, chunks in dists.items():
+            d = torch.cat(chunks).numpy() if chunks else np.zeros((0, n_queries))
+            spaces[s] = TopK.of(np.where(allowed, -d, -np.inf), index, job.k)
+        return ShardResult(NearestShard(spaces), len(positions), failed, time.perf_counter() - t0)
+
+    def crops(self, job: CropJob) -> tuple[list[list[bytes]], list[tuple[str, str]]]:
+        """PNG bytes of each box of each source, cut from the net's input view of the image (empty lists for
+        the sources that could not be read), and (source, reason) for those."""
+        images, failed = read_images(job.sources, job.storage_options)
+        out = []
+        for img, boxes in zip(images, job.boxes):
+            if img is None:
+                out.append([])
+                continue
+            view = (to_model_input(img, self.size).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            out.append([png_bytes(np.ascontiguousarray(view[y0:y1, x0:x1])) for y0, x0, y1, x1 in boxes])
+        return out, failed
+
+
+def _exact_or_resized(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A synthesized image as the net saw it: [3, H, W] in [0, 1], resized only if it is not input-sized."""
+    if img.shape[:2] != tuple(size):
+        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR))
+    return (img.astype(np.float32) / 255.0).transpose(2, 0, 1)
+
+
+def _class_mask(classes: tuple[int | None, ...], labels: list[str | None], n_queries: int) -> np.ndarray:
+    """[N, Q] booleans: may real image n be a neighbour of query q (same-class restriction)."""
+    allowed = np.ones((len(labels), n_queries), bool)
+    if classes:
+        real = np.array([label_class(lab) if label_class(lab) is not None else -1 for lab in labels])
+        for q, c in enumerate(classes):
+            if c is not None:
+                allowed[:, q] = real == c
+    return allowed
