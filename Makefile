@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: atlas test test-fast install bench clean
+.PHONY: atlas test test-fast install bench bench-topk clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ $(BENCH_DEPS): $(STAMP)
 
 bench: $(BENCH_DEPS)
 	PYTHONPATH=.bench-deps $(BIN)/python -m benchmarks.run $(ARGS)
+
+# the top-k benchmark alone (make bench runs it too; --skip-topk leaves it out there)
+bench-topk: $(STAMP)
+	$(BIN)/python -m benchmarks.topk_bench $(ARGS)
 
 clean:
 	rm -rf atlas-out

@@ -158,4 +158,4 @@ def test_sigkill_on_s3_then_rerun_has_every_unit_rank_once(s3, tmp_path):
     stats = table("na-topk/out", "stats", s3.fs)
     assert len(stats) == 24 and {s["count"] for s in stats} == {40}
     crops = [p for p in s3.fs.find("na-topk/out/topk/images") if p.endswith(".png")]
-    assert sorted(crops) == sorted(f"na-topk/out/{r['image']}" for r in rows)
+    assert sorted(crops) == sorted({f"na-topk/out/{r['image']}" for r in rows})  # one file per (image, box)

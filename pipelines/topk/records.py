@@ -59,6 +59,10 @@ def _groups(table: pa.Table, key: str) -> list[tuple[str, slice]]:
 class TopkShard:
     layers: dict[str, tuple[TopK, UnitStats]]  # layer -> (top-k per selected unit, statistics)
 
+    def __reduce__(self):
+        # pickled (by Ray, from worker to driver) as its record: the dense histograms travel sparse
+        return TopkShard.from_table, (self.to_table(),)
+
     def merge(self, other: "TopkShard") -> "TopkShard":
         out = dict(self.layers)
         for layer, (top, st) in other.layers.items():

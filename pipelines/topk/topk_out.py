@@ -3,14 +3,16 @@ join with it on (model, snapshot, layer, unit):
 
     topk/examples/model=../snapshot=../layer=../part-<run>.parquet   one row per (unit, rank)
     topk/stats/model=../snapshot=../layer=../part-<run>.parquet      one row per unit
-    topk/images/<model>/<snapshot>/<layer>/<unit>_r<rank>-<run8>.png  the crop of each example
+    topk/images/<model>/<snapshot>/<source16>/<y0>_<x0>_<y1>_<x1>.png the crop of each example
     topk/shards/<run>/<shard>.parquet                                 the finished shards (resume records)
 
 `examples`: unit, rank (0 = the strongest), activation (the unit's maximum over positions in that image),
 source (the image's URI, `offline:<name>` or `<parquet URI>#<row>`), label, y, x (where the maximum is;
 null for fully connected units), box ([y0, x0, y1, x1], half-open, in the net's input: the image resized so
 its short side is size/0.875 and centre-cropped; the receptive field of (y, x) clipped to it, or the whole
-input), image (the crop's path relative to --out), images (the --images URI), k, run_id.
+input), image (the crop's path relative to --out), images (the --images URI), k, run_id. A crop is named by
+its image (a digest of the image set and the source) and its box, so the examples that share a picture
+(every logit unit's whole-image crops of one photo, neighbouring positions' clipped fields) share one file.
 `stats`: unit, count (readable images), mean, std (population), min, max, q01, q05, q25, q50, q75, q95, q99
 (tasks/quantiles.py: within 1 % of the true value), positive_share (the share of images whose value is
 > 0), images, run_id. A unit's value in an image is its maximum over positions, as ranked in `examples`.
@@ -18,6 +20,7 @@ input), image (the crop's path relative to --out), images (the --images URI), k,
 
 from __future__ import annotations
 
+import hashlib
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -56,8 +59,10 @@ def part_path(what: str, model: str, snapshot: str, layer: str, run_id: str) -> 
     return f"topk/{what}/{partition(model, snapshot, layer)}/part-{run_id}.parquet"
 
 
-def crop_path(model: str, snapshot: str, layer: str, unit: int, rank: int, run_id: str) -> str:
-    return f"topk/images/{model}/{snapshot}/{layer}/{unit}_r{rank}-{run_id[:8]}.png"
+def crop_path(model: str, snapshot: str, images: ImageSet, index: int, box: tuple[int, int, int, int]) -> str:
+    """The crop of `box` from source `index` of `images`, in the net's input view of the image."""
+    source = hashlib.sha256(f"{images.digest}\n{images.sources[index].uri}".encode()).hexdigest()[:16]
+    return f"topk/images/{model}/{snapshot}/{source}/{'_'.join(map(str, box))}.png"
 
 
 class Example(NamedTuple):
@@ -75,14 +80,14 @@ class Example(NamedTuple):
 
 def examples(top: TopK, channels: list[int], geometry: Geometry | None, size: tuple[int, int], crop
              ) -> list[Example]:
-    """The rows of one layer: every real candidate of every unit, with its box; `crop(unit, rank)` names the
+    """The rows of one layer: every real candidate of every unit, with its box; `crop(index, box)` names the
     crop file."""
     h, w = size
     rows = []
     for col, unit in enumerate(channels):
         for rank, value, index, y, x in top.entries(col):
             box = geometry.box(y, x, h, w) if geometry is not None and y is not None else (0, 0, h, w)
-            rows.append(Example(unit, rank, value, index, y, x, box, crop(unit, rank)))
+            rows.append(Example(unit, rank, value, index, y, x, box, crop(index, box)))
     return rows
 
 

@@ -206,17 +206,15 @@ def _write_outputs(plan: TopkPlan, store: Store, result: TopkShard, workers: Wor
     spec = plan.spec
     size = plan.target.entry.preprocessing.size
     rows = {layer: examples(result.layers[layer][0], ch, plan.geometry[layer], size,
-                            lambda unit, rank, layer=layer: crop_path(plan.model, plan.snapshot, layer, unit, rank,
-                                                                      plan.run_id))
+                            lambda index, box: crop_path(plan.model, plan.snapshot, plan.images, index, box))
             for layer, ch in plan.selection}
     present = set(store.find(f"topk/images/{plan.model}/{plan.snapshot}", ".png"))
     wanted: dict[int, list] = {}
     paths: dict[int, list[str]] = {}
-    for layer_rows in rows.values():
-        for r in layer_rows:
-            if r.image not in present:
-                wanted.setdefault(r.index, []).append(r.box)
-                paths.setdefault(r.index, []).append(r.image)
+    for index, box, image in sorted({(r.index, r.box, r.image) for layer_rows in rows.values() for r in layer_rows}):
+        if image not in present:  # each distinct (image, box) once: examples that share a picture share its file
+            wanted.setdefault(index, []).append(box)
+            paths.setdefault(index, []).append(image)
     sources = [s.uri for s in plan.images.sources]
     with ThreadPoolExecutor(max_workers=8) as pool:
         writes = []
