@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import fsspec
 import numpy as np
 import torch
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
@@ -26,7 +25,7 @@ from torch import nn
 
 from .errors import StorageError, UserInputError
 from .registry import resolve_model
-from .retry import with_retries
+from .storage_client import read_uri
 
 __all__ = ["BlobShape", "BlobProto", "LayerParameter", "V1LayerParameter", "NetParameter", "CaffeLayers",
            "CaffeLayout", "caffe_layout", "read_caffemodel", "read_prototxt", "to_state_dict", "import_caffemodel"]
@@ -285,12 +284,8 @@ def _few(names: list[str], n: int = 8) -> str:
 
 
 def _read_bytes(uri: str, what: str, storage_options: Mapping[str, Any] | None) -> bytes:
-    def read() -> bytes:
-        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
-            return f.read()
-
     try:
-        return with_retries(read, uri, missing_ok=True)
+        return read_uri(uri, storage_options)
     except StorageError:
         raise
     except (FileNotFoundError, IsADirectoryError) as e:

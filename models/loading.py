@@ -21,6 +21,7 @@ from .errors import UserInputError
 from .frozen import freeze_batchnorm
 from .layers import LayerInfo, trace_layers
 from .net_state import reinitialize, state_digest
+from .retry import RetryPolicy
 from .weights import load_into, read_weights
 
 __all__ = ["LoadedNet", "load_net", "resolve_weights_uri", "RANDOM_WEIGHTS", "BUILT_WEIGHTS"]
@@ -65,7 +66,7 @@ def resolve_weights_uri(entry, weights: str | None) -> str:
 
 
 def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str, Any] | None = None,
-             device: str | torch.device = "cpu", seed: int = 0) -> LoadedNet:
+             device: str | torch.device = "cpu", seed: int = 0, retry: RetryPolicy | None = None) -> LoadedNet:
     """Build `entry`, load weights (see the module docstring; `seed` fixes random ones), trace its layers."""
     uri = resolve_weights_uri(entry, weights)
     with torch.random.fork_rng(devices=[]):
@@ -83,7 +84,7 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
         sha = state_digest(net)
         uri = f"{BUILT_WEIGHTS}-{sha[:8]}"
     elif uri != RANDOM_WEIGHTS:
-        loaded = read_weights(uri, storage_options)
+        loaded = read_weights(uri, storage_options, retry)
         load_into(net, loaded, entry.name)
         sha = loaded.sha256
     for module in net.modules():

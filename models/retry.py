@@ -1,6 +1,10 @@
 """Retrying storage calls: transient faults (connection refused or reset, timeouts, 5xx, throttling) are
 retried with exponential backoff; persistent ones (missing bucket or key, access denied, no credentials)
 raise `StorageError` at once with the URI and the cause in one line.
+
+The budget runs from the start of the first failed attempt, backoff never sleeps past it, and no attempt
+starts after it: a call gives up within budget + one attempt. `RetryPolicy` also derives the per-attempt
+client timeouts that keep one attempt short (models/storage_client.py applies them).
 """
 
 from __future__ import annotations
@@ -27,10 +31,27 @@ _PERSISTENT_TEXT = ("nosuchbucket", "bucket does not exist", "accessdenied", "ac
 
 
 class RetryPolicy:
-    """Backoff 0.25 s doubling to 8 s, until `budget_s` seconds have passed since the first failure."""
+    """Backoff 0.25 s doubling to 8 s, until `budget_s` seconds have passed since the first failed attempt.
+
+    One attempt's client timeouts scale with the budget: connect budget/8 (1-5 s), read budget/4 (1-15 s);
+    at the default 120 s budget these are s3fs's own defaults.
+    """
 
     def __init__(self, budget_s: float = 120.0, first_s: float = 0.25, max_s: float = 8.0):
         self.budget_s, self.first_s, self.max_s = budget_s, first_s, max_s
+
+    @property
+    def connect_timeout_s(self) -> float:
+        return min(5.0, max(1.0, self.budget_s / 8))
+
+    @property
+    def read_timeout_s(self) -> float:
+        return min(15.0, max(1.0, self.budget_s / 4))
+
+    @property
+    def attempt_timeout_s(self) -> float:
+        """The longest one attempt can hang when storage does not answer: connect + read timeout."""
+        return self.connect_timeout_s + self.read_timeout_s
 
 
 def _chain(e: BaseException):
@@ -78,6 +99,7 @@ def with_retries(fn: Callable[[], T], uri: str, policy: RetryPolicy | None = Non
     policy = policy or RetryPolicy()
     delay, first_failure = policy.first_s, None
     while True:
+        started = time.monotonic()
         try:
             return fn()
         except FileNotFoundError as e:
@@ -89,11 +111,12 @@ def with_retries(fn: Callable[[], T], uri: str, policy: RetryPolicy | None = Non
                 if isinstance(e, (OSError, PermissionError)) or "botocore" in type(e).__module__:
                     raise StorageError(f"storage error at {uri!r}: {_cause(e)}") from e
                 raise
-            now = time.monotonic()
-            first_failure = now if first_failure is None else first_failure
-            if now - first_failure >= policy.budget_s:
-                raise StorageError(f"storage at {uri!r} still failing after {now - first_failure:.0f} s of "
+            first_failure = started if first_failure is None else first_failure
+            left = policy.budget_s - (time.monotonic() - first_failure)
+            if left <= 0:
+                raise StorageError(f"storage at {uri!r} still failing after {policy.budget_s - left:.0f} s of "
                                    f"retries: {_cause(e)}") from e
-            log.warning("transient storage fault at %s (%s); retrying in %.1f s", uri, type(e).__name__, delay)
-            time.sleep(delay)
+            wait = min(delay, left)  # the last attempt starts at the budget's end, not after it
+            log.warning("transient storage fault at %s (%s); retrying in %.1f s", uri, type(e).__name__, wait)
+            time.sleep(wait)
             delay = min(delay * 2, policy.max_s)

@@ -11,12 +11,12 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import fsspec
 import torch
 from torch import nn
 
 from .errors import StorageError, UserInputError
-from .retry import with_retries
+from .retry import RetryPolicy
+from .storage_client import read_uri
 
 __all__ = ["LoadedWeights", "read_weights", "load_into"]
 
@@ -31,14 +31,11 @@ class LoadedWeights:
     uri: str
 
 
-def read_weights(uri: str, storage_options: Mapping[str, Any] | None = None) -> LoadedWeights:
+def read_weights(uri: str, storage_options: Mapping[str, Any] | None = None,
+                 retry: RetryPolicy | None = None) -> LoadedWeights:
     """Read a state dict from `uri`; raises UserInputError when unreadable or unsafe."""
-    def read() -> bytes:
-        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
-            return f.read()
-
     try:
-        blob = with_retries(read, uri, missing_ok=True)
+        blob = read_uri(uri, storage_options, retry)
     except StorageError:
         raise
     except (FileNotFoundError, IsADirectoryError) as e:

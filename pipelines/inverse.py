@@ -69,8 +69,11 @@ class InverseSpec:
     address: str = "local"
     storage_retry_s: float = 120.0
 
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(budget_s=self.storage_retry_s)
+
     def store(self) -> Store:
-        return Store(self.out, self.storage_options, RetryPolicy(budget_s=self.storage_retry_s))
+        return Store(self.out, self.storage_options, self.retry())
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,8 @@ def plan_inverse(spec: InverseSpec) -> InversePlan:
     """Validate constraints, nets and storage; list every run (one per unit of a multi-unit constraint)."""
     if not spec.constraints:
         raise UserInputError("pass at least one --constraint LAYER:UNIT[@Y,X]:Z1:Z2")
-    target = load_net(spec.net.entry(), spec.net.weights, storage_options=spec.storage_options)
-    generator, upper, digest = prepare_generator(spec.net, spec.bounds, spec.storage_options)
+    target = load_net(spec.net.entry(), spec.net.weights, storage_options=spec.storage_options, retry=spec.retry())
+    generator, upper, digest = prepare_generator(spec.net, spec.bounds, spec.storage_options, spec.retry())
     encoder_layer = spec.encoder_layer or default_encoder_layer(target)
     if encoder_layer not in target.layers:
         raise unknown_layer(encoder_layer, spec.net.model)

@@ -26,7 +26,8 @@ from tasks.image_am import ImageAMConfig
 from tasks.objectives import ObjectiveSpec
 
 from .keys import ItemKey, hyperparams_json, safe_segment
-from models.retry import RetryPolicy, with_retries
+from models.retry import RetryPolicy
+from models.storage_client import read_uri
 from .storage import Store
 
 __all__ = ["AtlasSpec", "Plan", "plan", "read_bounds", "prepare_generator", "generator_hp", "snapshot_name"]
@@ -52,8 +53,11 @@ class AtlasSpec:
     storage_retry_s: float = 120.0  # how long transient storage faults are retried before the run stops
     objective: ObjectiveSpec = ObjectiveSpec()
 
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(budget_s=self.storage_retry_s)
+
     def store(self) -> Store:
-        return Store(self.out, self.storage_options, RetryPolicy(budget_s=self.storage_retry_s))
+        return Store(self.out, self.storage_options, self.retry())
 
     @property
     def method(self) -> str:
@@ -75,17 +79,13 @@ class Plan:
         return model_slug(self.spec.net.model)
 
 
-def read_bounds(uri: str, storage_options: Mapping[str, Any]) -> tuple[np.ndarray, str]:
+def read_bounds(uri: str, storage_options: Mapping[str, Any], retry: RetryPolicy | None = None
+                ) -> tuple[np.ndarray, str]:
     """Per-unit upper bounds from .npy, .parquet (column 'upper') or whitespace text (the authors' files)."""
-    import fsspec
     import pyarrow.parquet as pq
 
-    def read() -> bytes:
-        with fsspec.open(uri, "rb", **dict(storage_options)) as f:
-            return f.read()
-
     try:
-        blob = with_retries(read, uri, missing_ok=True)
+        blob = read_uri(uri, storage_options, retry)
     except (OSError, ValueError) as e:
         raise UserInputError(f"cannot read --bounds {uri!r}: {e}") from e
     try:
@@ -121,7 +121,7 @@ def plan(spec: AtlasSpec) -> Plan:
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserInputError(f"--batch-size {spec.batch_size} must be at least 1")
     entry = spec.net.entry()
-    target = load_net(entry, spec.net.weights, storage_options=spec.storage_options)
+    target = load_net(entry, spec.net.weights, storage_options=spec.storage_options, retry=spec.retry())
     config, code_upper, generator = spec.config, None, None
     if spec.method == "dgn":
         generator, code_upper, config = _prepare_dgn(spec)
@@ -168,13 +168,13 @@ def _check_objective(obj: ObjectiveSpec, layer: str, shape: tuple[int, ...]) -> 
 
 def _prepare_dgn(spec: AtlasSpec) -> tuple[LoadedNet, np.ndarray | None, DGNConfig]:
     """Load and check the generator and its code bounds; the bounds file's digest joins the config."""
-    generator, upper, digest = prepare_generator(spec.net, spec.bounds, spec.storage_options)
+    generator, upper, digest = prepare_generator(spec.net, spec.bounds, spec.storage_options, spec.retry())
     config = replace(spec.config, bounds_digest=digest) if digest else spec.config
     return generator, upper, config
 
 
-def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping[str, Any]
-                      ) -> tuple[LoadedNet, np.ndarray | None, str | None]:
+def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping[str, Any],
+                      retry: RetryPolicy | None = None) -> tuple[LoadedNet, np.ndarray | None, str | None]:
     """The generator named by `net` and its per-unit code upper bounds (with the bounds file's digest)."""
     if not net.generator:
         raise UserInputError("DGN-AM and inverse sets need --generator (e.g. mnv2-pool, deepsim-fc6 or tiny)")
@@ -185,12 +185,12 @@ def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping
     if not net.generator_weights and gen_entry.default_weights is None:
         raise UserInputError(f"generator {gen_entry.name!r} has no embedded weights; pass "
                              f"--generator-weights URI (or --generator-weights {RANDOM_WEIGHTS})")
-    generator = load_net(gen_entry, net.generator_weights, storage_options=storage_options)
+    generator = load_net(gen_entry, net.generator_weights, storage_options=storage_options, retry=retry)
     if not bounds and gen_entry.default_bounds is not None and not net.generator_weights:
         bounds = gen_entry.default_bounds()  # the bounds that go with the embedded weights
     if not bounds:
         return generator, None, None
-    upper, digest = read_bounds(bounds, storage_options)
+    upper, digest = read_bounds(bounds, storage_options, retry)
     need = int(np.prod(gen_entry.code_shape))
     if upper.size != need:
         raise UserInputError(f"--bounds {bounds!r} has {upper.size} values but generator "

@@ -3,7 +3,8 @@
 Local files are written to a temporary name in the same directory and renamed into place; remote objects
 (S3, GCS, ...) are written with one PUT, which object stores make visible all at once. Either way a reader
 never sees a partial file. Every call goes through `with_retries`: transient faults are retried with
-backoff, persistent ones raise StorageError naming the URI and the cause.
+backoff, persistent ones raise StorageError naming the URI and the cause. The client is built by
+models/storage_client.py, so one hanging attempt cannot outlast the retry budget.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import os
 import uuid
 from typing import Any, Mapping
 
-import fsspec
-
 from models.errors import UserInputError
-
 from models.retry import RetryPolicy, with_retries
+from models.storage_client import url_to_fs
 
 __all__ = ["Store"]
 
@@ -31,7 +30,7 @@ class Store:
         self.uri = uri.rstrip("/") or uri
         self.retry = retry or RetryPolicy()
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.uri, **dict(storage_options or {}))
+            self.fs, self.root = url_to_fs(self.uri, storage_options, self.retry)
         except (ImportError, ValueError, TypeError) as e:
             raise UserInputError(f"cannot open --out {uri!r}: {e}") from e
         self.root = self.root.rstrip("/")

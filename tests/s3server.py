@@ -1,14 +1,17 @@
 """A real S3-protocol server for tests: moto in server mode as a subprocess on loopback, plus a TCP proxy
-in front of it that can drop every connection for a while (a restarting or unreachable server)."""
+in front of it that can drop every connection for a while (a restarting or unreachable server) or hold them
+unanswered (a black hole: the client waits for its own timeouts)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.request
 
 
@@ -19,12 +22,22 @@ def free_port() -> int:
 
 
 class MotoServer:
-    def __init__(self):
+    """moto on loopback. With `recording` (a file path), moto logs every request there, and `restart()`
+    replays the log into the new process: moto keeps objects in memory only, the log stands in for a disk."""
+
+    def __init__(self, recording: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.recording = recording
+        self._start()
+
+    def _start(self) -> None:
+        env = dict(os.environ)
+        if self.recording:
+            env.update(MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=self.recording)
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 60
         while True:
             try:
                 urllib.request.urlopen(self.url, timeout=1)
@@ -35,6 +48,15 @@ class MotoServer:
                     raise RuntimeError("moto server did not start")
                 time.sleep(0.2)
 
+    def restart(self) -> None:
+        """SIGKILL the server, start a new process on the same port and restore its state from the log."""
+        self.proc.kill()
+        self.proc.wait()
+        self._start()
+        if self.recording:
+            urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/recorder/replay-recording",
+                                                          method="POST"), timeout=300).read()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -44,11 +66,15 @@ class MotoServer:
 
 
 class FlakyProxy:
-    """Forwards 127.0.0.1:port -> target port; while `down`, accepted connections are closed at once."""
+    """Forwards 127.0.0.1:port -> target port; while `down`, accepted connections are closed at once (or,
+    with `hang`, held open and never answered). `blocked_at` is when the current outage first blocked one."""
 
     def __init__(self, target_port: int):
         self.target = target_port
         self.down = False
+        self.hang = False
+        self.held: list[socket.socket] = []
+        self.blocked_at: float | None = None
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -68,6 +94,11 @@ class FlakyProxy:
                 return
             if self.down:
                 self.refused += 1
+                if self.blocked_at is None:
+                    self.blocked_at = time.monotonic()
+                if self.hang:
+                    self.held.append(client)  # accepted, never read from or answered
+                    continue
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 client.close()  # RST: the connection is reset, as by a server going away
                 continue
@@ -94,8 +125,10 @@ class FlakyProxy:
                 except OSError:
                     pass
 
-    def outage(self, seconds: float | None = None) -> None:
-        """Drop every connection for `seconds` (in a background thread), or until `restore()` when None."""
+    def outage(self, seconds: float | None = None, hang: bool = False) -> None:
+        """Drop every connection (or with `hang`, hold new ones unanswered) for `seconds` (in a background
+        thread), or until `restore()` when None."""
+        self.hang, self.blocked_at = hang, None
         self.down = True
         for s in list(self.live):  # open keep-alive connections break too, as in a restart
             try:
@@ -110,10 +143,33 @@ class FlakyProxy:
 
     def restore(self) -> None:
         self.down = False
+        for s in self.held:
+            s.close()
+        self.held.clear()
 
     def close(self) -> None:
         self._stop = True
         self.sock.close()
+
+
+@contextlib.contextmanager
+def s3_stack(secret: str = "testing-secret", recording: str | None = None):
+    """A moto server behind a FlakyProxy, with the environment, boto3 client and s3fs filesystem that reach
+    it through the proxy: namespace(server, proxy, env, client, fs)."""
+    import boto3
+    import s3fs
+
+    server = MotoServer(recording)
+    proxy = FlakyProxy(server.port)
+    try:
+        yield types.SimpleNamespace(
+            server=server, proxy=proxy, env=s3_env(proxy.url, secret),
+            client=boto3.client("s3", endpoint_url=proxy.url, aws_access_key_id="testing",
+                                aws_secret_access_key=secret, region_name="us-east-1"),
+            fs=s3fs.S3FileSystem(endpoint_url=proxy.url, key="testing", secret=secret, skip_instance_cache=True))
+    finally:
+        proxy.close()
+        server.stop()
 
 
 def s3_env(endpoint: str, secret: str = "testing-secret") -> dict:

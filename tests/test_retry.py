@@ -1,10 +1,13 @@
 import errno
+import time
 
 import pytest
 
 from models.errors import StorageError
 from models.retry import RetryPolicy, is_transient, with_retries
+from models.storage_client import bounded_options, url_to_fs
 from pipelines.storage import Store
+from tests.s3server import FlakyProxy, free_port
 
 
 class FakeClientError(Exception):
@@ -69,3 +72,49 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
     assert store.find("units") == ["units/a/part-1.parquet"]
     assert store.remove_stale_temporaries() == 1
     assert sorted(p.name for p in (tmp_path / "units" / "a").iterdir()) == ["part-1.parquet"]
+
+
+def test_the_budget_runs_from_the_first_failed_attempt_and_no_attempt_starts_after_it():
+    calls = []
+
+    def hangs_then_times_out():
+        calls.append(time.monotonic())
+        time.sleep(0.3)
+        raise TimeoutError("read timed out")
+
+    policy = RetryPolicy(budget_s=1.0, first_s=0.25, max_s=8.0)
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match="still failing after 1 s"):
+        with_retries(hangs_then_times_out, "s3://b/k", policy)
+    assert time.monotonic() - t0 < 1.0 + 0.3 + 0.15  # budget + one attempt (+ scheduling)
+    assert calls[-1] - t0 <= 1.0 + 0.05
+
+
+def test_s3_clients_are_built_without_retries_of_their_own_and_with_budget_timeouts():
+    policy = RetryPolicy(budget_s=2)
+    options = bounded_options("s3://b/run", {"endpoint_url": "http://127.0.0.1:1"}, policy)
+    assert options["endpoint_url"] == "http://127.0.0.1:1"
+    config = options["config_kwargs"]
+    assert {k: config[k] for k in ("connect_timeout", "read_timeout", "retries")} == {
+        "connect_timeout": 1.0, "read_timeout": 1.0, "retries": {"total_max_attempts": 1, "mode": "standard"}}
+    assert policy.attempt_timeout_s == 2.0 and RetryPolicy().attempt_timeout_s == 20.0  # s3fs's 5 s + 15 s
+    fs, _ = url_to_fs("s3://b/run", {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s"}, policy)
+    assert fs.retries == 1 and fs.config_kwargs["read_timeout"] == 1.0
+    assert bounded_options("/tmp/x", {"auto_mkdir": True}, policy) == {"auto_mkdir": True}
+
+
+def test_a_store_whose_server_never_answers_gives_up_within_budget_plus_one_attempt():
+    proxy = FlakyProxy(free_port())  # nothing behind it: while down with hang, it only holds connections
+    proxy.outage(hang=True)
+    policy = RetryPolicy(budget_s=2)
+    try:
+        store = Store("s3://bucket/run", {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"}, policy)
+        t0 = time.monotonic()
+        with pytest.raises(StorageError, match=r"s3://bucket/run/x.png.*still failing after \d+ s.*Read timeout"):
+            store.write_bytes("x.png", b"png")
+        elapsed = time.monotonic() - t0
+    finally:
+        proxy.restore()
+        proxy.close()
+    assert proxy.refused >= 2  # several attempts, each ended by the client's read timeout
+    assert policy.budget_s <= elapsed <= policy.budget_s + policy.attempt_timeout_s + 0.5

@@ -1,21 +1,20 @@
 """S3 end to end against a real S3-protocol server (moto in server mode, a separate process on loopback):
-outputs and weights on S3, driver SIGKILL + resume, transient and persistent storage faults, and a scan
-of every output byte and log line for a distinctive fake secret."""
+outputs and weights on S3, driver SIGKILL + resume, transient and persistent storage faults, a server that
+stops answering (the run stops within --storage-retry-s + one attempt's timeout), and a scan of every output
+byte and log line for a distinctive fake secret."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
-import types
 
-import boto3
 import pytest
-import s3fs
 
 from models.registry import packaged_mobilenet_v2
-from tests.helpers import key_of, run_cli, start_cli, unit_rows
-from tests.s3server import FlakyProxy, MotoServer, s3_env
+from models.retry import RetryPolicy
+from tests.helpers import SMALL_ATLAS, assert_each_key_once_with_png, run_cli, start_cli, unit_rows, wait_for_parts
+from tests.s3server import s3_stack
 
 pytestmark = pytest.mark.integration
 SECRET = "NAFAKESECRET-7f3c9e21d4b8-do-not-leak"
@@ -24,15 +23,8 @@ ARGS = ["atlas", "--layers", "features.3", "--units", "0:12", "--seeds", "1", "-
 
 @pytest.fixture(scope="module")
 def s3():
-    server = MotoServer()
-    proxy = FlakyProxy(server.port)
-    env = s3_env(proxy.url, SECRET)
-    client = boto3.client("s3", endpoint_url=proxy.url, aws_access_key_id="testing", aws_secret_access_key=SECRET,
-                          region_name="us-east-1")
-    fs = s3fs.S3FileSystem(endpoint_url=proxy.url, key="testing", secret=SECRET, skip_instance_cache=True)
-    yield types.SimpleNamespace(proxy=proxy, env=env, client=client, fs=fs)
-    proxy.close()
-    server.stop()
+    with s3_stack(SECRET) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -40,31 +32,6 @@ def bucket(s3, request):
     name = "na-" + request.node.name.replace("_", "-").lower()[:40]
     s3.client.create_bucket(Bucket=name)
     return name
-
-
-def wait_for_parts(s3, prefix: str, n: int, proc, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s3.fs.invalidate_cache()
-        parts = [p for p in s3.fs.find(f"{prefix}/units") if p.endswith(".parquet")] if s3.fs.exists(
-            f"{prefix}/units") else []
-        if len(parts) >= n:
-            return
-        assert proc.poll() is None, "the run ended before the test could interrupt it"
-        time.sleep(0.2)
-    raise AssertionError("no batch was written in time")
-
-
-def assert_each_key_once_with_png(s3, prefix: str, expected: int) -> list[dict]:
-    s3.fs.invalidate_cache()
-    rows = unit_rows(prefix, filesystem=s3.fs)
-    keys = [key_of(r) for r in rows]
-    assert len(keys) == len(set(keys)) == expected
-    pngs = [p for p in s3.fs.find(f"{prefix}/images") if p.endswith(".png")]
-    assert sorted(f"{prefix}/{r['image']}" for r in rows) == sorted(pngs)
-    for r in rows[:3]:
-        assert s3.fs.cat_file(f"{prefix}/{r['image']}")[:8] == b"\x89PNG\r\n\x1a\n"
-    return rows
 
 
 def test_s3_weights_and_outputs_rerun_and_no_secret_anywhere(s3, bucket, tmp_path):
@@ -114,7 +81,12 @@ def test_transient_outage_is_retried_and_loses_nothing(s3, bucket, tmp_path):
     proc = start_cli(*ARGS, "--out", out, cwd=tmp_path, env=s3.env, log=log)
     wait_for_parts(s3, f"{bucket}/run", 1, proc)
     refused = s3.proxy.refused
-    s3.proxy.outage(4.0)
+    s3.proxy.outage()
+    # 4 s from the first refused request: the next write may be a whole (slow, on a loaded machine) batch away
+    while s3.proxy.refused == refused and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(4.0)
+    s3.proxy.restore()
     assert proc.wait(600) == 0, (tmp_path / "run.log").read_text()[-2000:]
     assert s3.proxy.refused > refused  # the outage really hit the run
     assert_each_key_once_with_png(s3, f"{bucket}/run", 12)
@@ -140,6 +112,40 @@ def test_outage_past_the_retry_budget_stops_cleanly_and_resumes(s3, bucket, tmp_
     assert all(s3.fs.exists(f"{bucket}/run/{r['image']}") for r in rows)
     run_cli(*ARGS, "--out", out, cwd=tmp_path, env=s3.env)
     assert_each_key_once_with_png(s3, f"{bucket}/run", 12)
+
+
+def test_a_server_that_stops_answering_stops_the_run_within_budget_plus_one_attempt(s3, bucket, tmp_path):
+    budget = 4.0
+    policy = RetryPolicy(budget_s=budget)
+    out = f"s3://{bucket}/run"
+    log_path = tmp_path / "run.log"
+    proc = start_cli(*SMALL_ATLAS, "--seeds", "1", "--out", out, "--storage-retry-s", str(budget), cwd=tmp_path,
+                     env=s3.env, log=open(log_path, "w"))
+    wait_for_parts(s3, f"{bucket}/run", 1, proc)
+    # connections are accepted and never answered: only the client's own timeouts end an attempt
+    s3.proxy.outage(hang=True)
+    outage_at, error_at = time.monotonic(), None
+    try:
+        deadline = outage_at + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if error_at is None and "neuron-atlas: error:" in log_path.read_text():
+                error_at = time.monotonic()
+            time.sleep(0.05)
+        exit_at = time.monotonic()
+    finally:
+        s3.proxy.restore()
+        if proc.poll() is None:
+            proc.kill()
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("neuron-atlas: error:")]
+    assert proc.returncode == 3 and len(lines) == 1 and out in lines[0], log_path.read_text()[-2000:]
+    assert "Read timeout" in lines[0]
+    error_at = error_at or exit_at
+    stop_s = error_at - s3.proxy.blocked_at  # from the first request the outage swallowed
+    print(f"\nbudget {budget:g} s + one attempt {policy.attempt_timeout_s:g} s: error line {stop_s:.2f} s after the "
+          f"first unanswered request ({error_at - outage_at:.2f} s after the outage began), exit after "
+          f"{exit_at - s3.proxy.blocked_at:.2f} s")
+    assert budget <= stop_s <= budget + policy.attempt_timeout_s + 1.0  # + 1 s to print the line under load
+    assert exit_at - s3.proxy.blocked_at <= budget + policy.attempt_timeout_s + 15  # then Ray shuts down
 
 
 @pytest.mark.parametrize("case", ["missing bucket", "no credentials"])
