@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 atlas: $(STAMP)
-	$(BIN)/neuron-atlas atlas --method dgn --out ./atlas-out $(ARGS)
+	$(BIN)/neuron-atlas atlas --out ./atlas-out $(ARGS)
 	@echo "results: ./atlas-out (images/ PNGs, units/ and activations/ Parquet, manifest.json)"
 
 test: $(STAMP)

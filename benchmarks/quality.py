@@ -1,15 +1,19 @@
 """Can a person read the pictures? Ten MobileNetV2 classes, every method, scored the same way, plus speed.
 
 For the classes in CLASSES, one image per class (seed 0) from each of: image AM in the `yosinski` style (the
-old default: pixels, lowfreq preset, 200 steps), the `lucid` style at 128, 256 and 512 steps, DGN-AM with the
-shipped demo prior (200 steps) with and without standard transforms, and Lucent's `render_vis` (FFT,
-decorrelated colour, standard transforms, Adam 0.05, 512 steps) at 224 px and at its own default 128 px
-(upsampled to 224 before the net). Ours run through the CLI (`neuron-atlas atlas`, a fresh process: Ray
-start and model load included); Lucent runs in its own process (benchmarks/lucent_peer.py). Each saved PNG
-is scored with tasks/quality.py: (a) mean softmax probability of its class over 16 fixed random views
-(random resized crop, scale 0.35-1, then Gaussian blur sigma 2); (b) RMS contrast; (c) colourfulness; the
-offline colour photos give the natural (b) and (c). The speed figure compares the wall times of our lucid
-run and Lucent's 224 px run at the same step count (512), the same transforms and 224 px.
+old default: pixels, lowfreq preset, 200 steps), the `lucid` style (the default: Fourier image rendered at
+128 px and upsampled to the net's 224, `zoom` transforms, Adam 0.05) at its own step count and at half of
+it, the same with Lucent's `standard` transforms and with the Fourier image at the full 224 px (ablations),
+DGN-AM with the shipped demo prior
+(200 steps) with and without standard transforms, and Lucent's default `render_vis` (param.image(128): FFT,
+decorrelated colour, upsampled to 224 for the net; standard transforms; Adam 0.05; 512 steps). Ours run
+through the CLI (`neuron-atlas atlas`, a fresh process: Ray start and model load included); Lucent runs in
+its own process (benchmarks/lucent_peer.py). Each saved PNG is scored with tasks/quality.py: (a) mean
+softmax probability of its class over 16 fixed random views (random resized crop, scale 0.35-1, then
+Gaussian blur sigma 2); (b) RMS contrast; (c) colourfulness; the offline colour photos give the natural (b)
+and (c). The speed figure compares the wall times of the lucid style with Lucent's standard transforms and
+Lucent's default at matched work: the same step count, the same transforms, a 128 px image upsampled to the
+net's 224 px.
 """
 
 from __future__ import annotations
@@ -22,29 +26,32 @@ import time
 import numpy as np
 from PIL import Image
 
+from tasks.image_am import STYLES
 from tasks.quality import colourfulness, fixed_views, rms_contrast, view_probability
 
 __all__ = ["CLASSES", "measure_quality", "quality_report"]
 
 CLASSES = {285: "Egyptian cat", 504: "coffee mug", 948: "Granny Smith", 967: "espresso", 980: "volcano",
            947: "mushroom", 999: "toilet tissue", 812: "space shuttle", 417: "balloon", 530: "digital clock"}
-SPEED_STEPS = 512
+_LUCID_STEPS = STYLES["lucid"]["steps"]
+STYLE_ROW = f"lucid (the default), {_LUCID_STEPS} steps"
+PEER_ROW = f"Lucent render_vis (its default: 128 px), {_LUCID_STEPS} steps"
+MATCHED_ROW = f"lucid with Lucent's standard transforms, {_LUCID_STEPS} steps"  # the speed comparison's
 
 # name -> (how it runs, its arguments); "cli": flags of `neuron-atlas atlas`, "lucent": lucent_peer flags
 RUNS: dict[str, tuple[str, list[str]]] = {
     "pixel (yosinski, 200 steps)": ("cli", ["--style", "yosinski"]),
-    "lucid, 128 steps": ("cli", ["--style", "lucid", "--steps", "128"]),
-    "lucid, 256 steps": ("cli", ["--style", "lucid", "--steps", "256"]),
-    "lucid, 512 steps": ("cli", ["--style", "lucid", "--steps", str(SPEED_STEPS)]),
+    f"lucid, {_LUCID_STEPS // 2} steps": ("cli", ["--style", "lucid", "--steps", str(_LUCID_STEPS // 2)]),
+    STYLE_ROW: ("cli", ["--style", "lucid"]),
+    f"lucid with Lucent's standard transforms, {_LUCID_STEPS} steps": ("cli", ["--style", "lucid",
+                                                                               "--transforms", "standard"]),
+    f"lucid with the Fourier image at 224 px, {_LUCID_STEPS} steps": ("cli", ["--style", "lucid",
+                                                                              "--fourier-size", "224"]),
     "DGN-AM demo prior (200 steps)": ("cli", ["--method", "dgn"]),
     "DGN-AM demo prior + standard transforms": ("cli", ["--method", "dgn", "--transforms", "standard"]),
-    "Lucent render_vis, 224 px, 512 steps": ("lucent", ["--size", "224", "--steps", str(SPEED_STEPS)]),
-    "Lucent render_vis, 128 px (its default), 512 steps": ("lucent", ["--size", "128", "--steps",
-                                                                      str(SPEED_STEPS)]),
+    PEER_ROW: ("lucent", ["--size", "128", "--steps", str(_LUCID_STEPS)]),
 }
-SHEET_ROWS = ("pixel (yosinski, 200 steps)", "lucid, 512 steps", "DGN-AM demo prior (200 steps)",
-              "Lucent render_vis, 224 px, 512 steps")
-STYLE_ROW, PEER_ROW = "lucid, 512 steps", "Lucent render_vis, 224 px, 512 steps"
+SHEET_ROWS = ("pixel (yosinski, 200 steps)", STYLE_ROW, "DGN-AM demo prior (200 steps)", PEER_ROW)
 
 
 def _env(with_bench_deps: bool) -> dict:
@@ -114,9 +121,9 @@ def measure_quality(workdir: str, sheet: str | None, log) -> dict:
         log(f"quality: {name}: {seconds:.0f} s, view probability {rows[name]['probability']:.3f}, contrast "
             f"{rows[name]['contrast']:.3f}, colourfulness {rows[name]['colourfulness']:.1f}")
     result = {"classes": CLASSES, "runs": rows, "photos": _photo_reference(),
-              "speed": {"steps": SPEED_STEPS, "ours_s": rows[STYLE_ROW]["seconds"],
+              "speed": {"steps": _LUCID_STEPS, "ours_s": rows[MATCHED_ROW]["seconds"],
                         "lucent_s": rows[PEER_ROW]["seconds"],
-                        "ratio": rows[PEER_ROW]["seconds"] / rows[STYLE_ROW]["seconds"]}}
+                        "ratio": rows[PEER_ROW]["seconds"] / rows[MATCHED_ROW]["seconds"]}}
     log(f"quality: lucid style vs Lucent at matched work: {result['speed']['ratio']:.2f}x")
     if sheet:
         draw_sheet(images, rows, sheet)
@@ -155,9 +162,11 @@ def quality_report(q: dict) -> list[str]:
     lines.append(f"| offline colour photos ({p['count']}), reference | | {p['contrast']:.3f} | "
                  f"{p['colourfulness']:.1f} | |")
     s = q["speed"]
-    lines += ["", f"**Speed at matched work** (the `lucid` style against Lucent's `render_vis`: {s['steps']} "
-              "steps, standard transforms, FFT + decorrelated colour, Adam 0.05, 224 px, the 10 classes; ours "
-              f"through the CLI, Lucent in its own process): ours {s['ours_s']:.0f} s, Lucent "
+    lines += ["", f"**Speed at matched work** (the `lucid` style with `--transforms standard` against Lucent's "
+              "default `render_vis`: "
+              f"{s['steps']} steps, standard transforms, FFT + decorrelated colour at 128 px upsampled to the "
+              "net's 224 px, Adam 0.05, the 10 classes; ours through the CLI, Lucent in its own process): ours "
+              f"{s['ours_s']:.0f} s, Lucent "
               f"{s['lucent_s']:.0f} s — **{s['ratio']:.2f}x**."]
     if "sheet" in q:
         lines += ["", f"![quality contact sheet]({q['sheet']})"]

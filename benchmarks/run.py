@@ -36,6 +36,7 @@ from tasks.image_am import ImageAMConfig
 
 from .lucent_peer import lucent_available, plain_model, time_lucent
 from .quality import measure_quality, quality_report
+from .topk_bench import measure_topk, topk_report
 
 MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
 
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-quality", action="store_true", help="skip the readable-pictures comparison")
     ap.add_argument("--quality-only", action="store_true", help="only the readable-pictures comparison")
     ap.add_argument("--sheet", default="docs/quality-sheet.png", help="where the quality contact sheet goes")
+    ap.add_argument("--skip-topk", action="store_true", help="skip the top-k dataset-examples benchmark")
     args = ap.parse_args(argv)
     q = args.quick
     per_layer, steps, batch = (4, 5, 4) if q else (8, 20, 8)
@@ -229,7 +231,14 @@ def main(argv=None) -> int:
 
     if not args.skip_ray:
         results["ray"] = ray_overhead(40 if q else 200, 5 if q else 20, log)
+    _topk(args, results, log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
+
+
+def _topk(args, results: dict, log) -> None:
+    """Top-k dataset examples against the toolbox's plain loop (benchmarks/topk_bench.py), unless --skip-topk."""
+    if not args.skip_topk:
+        results["topk"] = measure_topk(32 if args.quick else 128, log)
 
 
 def _finish(args, results: dict, log, quality: bool) -> int:
@@ -304,6 +313,8 @@ def report(r: dict) -> str:
                   "`make bench ARGS='--device cuda --per-hour 2048'`."]
     if "quality" in r:
         lines += quality_report(r["quality"])
+    if "topk" in r:
+        lines += topk_report(r["topk"])
     lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
               + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
     return "\n".join(lines)

@@ -57,6 +57,8 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--transforms", help="random views per step: none, standard (Lucent's), or "
                    "pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG (also for dgn)")
     g.add_argument("--optimizer", help="ascent (normalized gradient ascent) or adam")
+    g.add_argument("--fourier-size", type=int, help="render the fourier image at this many pixels and upsample "
+                   "it to the net's input (Lucent's default: 128 for a 224 px net)")
     g = p.add_argument_group("DGN-AM")
     add_generator_flags(g)
     g.add_argument("--l2", choices=["decay", "paper"], default="decay",
@@ -79,7 +81,8 @@ def _image_config(args):
 
     style = args.style or ("yosinski" if args.param == "pixel" or args.preset else DEFAULT_STYLE)
     config = ImageAMConfig.build(style, param=args.param, preset=args.preset, transforms=args.transforms,
-                                 optimizer=args.optimizer, lr=args.lr, lr_end=args.lr_end,
+                                 optimizer=args.optimizer, fourier_size=args.fourier_size, lr=args.lr,
+                                 lr_end=args.lr_end,
                                  normalize=args.normalize_grad)
     return config, STYLES[style]["steps"]
 
@@ -87,9 +90,9 @@ def _image_config(args):
 def _dgn_config(args):
     from tasks.dgn import DGNConfig
 
-    for flag in ("style", "param", "preset", "optimizer"):
+    for flag in ("style", "param", "preset", "optimizer", "fourier_size"):
         if getattr(args, flag) is not None:
-            raise UserInputError(f"--{flag} is for --method image; DGN-AM takes --transforms, --lr, --lr-end "
+            raise UserInputError(f"--{flag.replace('_', '-')} is for --method image; DGN-AM takes --transforms, --lr, --lr-end "
                                  "and the generator flags")
     common = {k: v for k, v in {"lr": args.lr, "lr_end": args.lr_end, "normalize": args.normalize_grad}.items()
               if v is not None}

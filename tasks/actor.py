@@ -178,7 +178,7 @@ class SynthesisActor:
         param, objective = self.setup(batch)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
             result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule,
-                              views=batch.config.views([w.seed for w in batch.items]))
+                              views=batch.config.views([w.seed for w in batch.items], self.preprocessing.size))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))

@@ -48,7 +48,8 @@ class DGNConfig:
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize)
 
-    def views(self, seeds: list[int]) -> Views | None:
+    def views(self, seeds: list[int], size: tuple[int, int] | None = None) -> Views | None:
+        """The per-step robustness views (None without transforms); `size` is unused (renders are net-sized)."""
         return parse_transforms(self.transforms).views(seeds)
 
     def hyperparams(self) -> dict:

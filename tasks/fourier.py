@@ -7,6 +7,10 @@ constant 4, mixes the three channels with the square root of ImageNet's colour c
 colour), and squashes through a sigmoid into (0, 1). Initial coefficients are N(0, sd) from each item's own
 seed, so an item's start does not depend on its batch. `image_to_spectrum` inverts the whole chain (the
 round trip is exact up to float error for images strictly inside (0, 1)).
+
+The spectrum may describe a smaller image than the net takes (`fourier_size`): it is rendered at that size and
+upsampled bilinearly to the net's input, as Lucent's `render_vis` does by default (a 128 px image for a
+224 px net). Fewer, coarser degrees of freedom give larger, smoother structures that survive crops and blur.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .loop import Parameterization
 
@@ -71,10 +76,22 @@ def initial_spectra(seeds: list[int], size: tuple[int, int], sd: float, device: 
 
 
 def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: torch.device, *,
-                             sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True) -> Parameterization:
-    """Decorrelated Fourier parameters for each seed; no projection step (the sigmoid keeps images valid)."""
+                             sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True,
+                             fourier_size: int | None = None) -> Parameterization:
+    """Decorrelated Fourier parameters for each seed, rendering `size` images; no projection step (the
+    sigmoid keeps images valid). `fourier_size` S renders an S x S image (S x S*W/H for other aspect ratios)
+    and upsamples it to `size` (bilinear, align_corners=True as Lucent); None, or a size at least the input's,
+    renders at `size`."""
     if not math.isfinite(decay) or decay < 0:
         raise ValueError(f"decay {decay} must be a finite number >= 0")
-    scale = frequency_scale(*size, decay=decay, device=device)
-    spectrum = initial_spectra(seeds, size, sd, device)
-    return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
+    small = fourier_size is not None and fourier_size < size[0]  # never rendered larger than the input
+    inner = (fourier_size, max(1, round(fourier_size * size[1] / size[0]))) if small else size
+    scale = frequency_scale(*inner, decay=decay, device=device)
+    spectrum = initial_spectra(seeds, inner, sd, device)
+    if tuple(inner) == tuple(size):
+        return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
+
+    def render(p: torch.Tensor) -> torch.Tensor:
+        small = render_spectrum(p, inner, scale, decorrelate)
+        return F.interpolate(small, size=size, mode="bilinear", align_corners=True)
+    return Parameterization(spectrum, render)

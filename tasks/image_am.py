@@ -8,7 +8,9 @@ a sigmoid (tasks/fourier.py); the pixel regularizers do not apply. `transforms` 
 net sees at each step (tasks/transforms.py), `optimizer` is normalized ascent or Adam (tasks/loop.py).
 
 A `style` bundles a measured combination: `yosinski` (pixel, lowfreq, normalized ascent: the paper's method)
-and `lucid` (fourier + standard transforms + Adam 0.05, Lucent's recipe, with the step count we measured).
+and `lucid` (fourier rendered at 128 px and upsampled to the net's input + Adam 0.05, as Lucent's default
+`render_vis`, with the `zoom` transforms, which add zooms up to 1.5x to Lucent's standard set; transforms
+and step count chosen by measurement, benchmarks/quality.py).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ _STEP_DEFAULTS = {("pixel", "ascent"): (6.0, 1.0, True), ("pixel", "adam"): (1.0
 STYLES: dict[str, dict] = {
     "yosinski": {"param": "pixel", "preset": "lowfreq", "transforms": "none", "optimizer": "ascent",
                  "steps": 200},
-    "lucid": {"param": "fourier", "preset": "none", "transforms": "standard", "optimizer": "adam",
-              "steps": 512},
+    "lucid": {"param": "fourier", "preset": "none", "transforms": "zoom", "optimizer": "adam",
+              "fourier_size": 128, "steps": 512},
 }
 
 
@@ -82,6 +84,7 @@ class ImageAMConfig:
     decay_power: float = 1.0
     decorrelate: bool = True
     style: str | None = None
+    fourier_size: int | None = None  # render the spectrum at this size, upsample to the net's (fourier only)
 
     def __post_init__(self):
         if self.param not in PARAMS:
@@ -94,6 +97,9 @@ class ImageAMConfig:
             raise UserInputError(f"--preset {self.preset} is a pixel-space regularizer; drop it with --param "
                                  "fourier (the frequency scaling and the sigmoid regularize instead)")
         parse_transforms(self.transforms)  # a bad set is a user error now, not in an actor
+        if self.fourier_size is not None and (self.param != "fourier" or self.fourier_size < 8):
+            raise UserInputError(f"--fourier-size {self.fourier_size} needs --param fourier and a size of at "
+                                 "least 8 (pixels of the rendered image before upsampling)")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ImageAMConfig":
@@ -105,7 +111,8 @@ class ImageAMConfig:
 
     @classmethod
     def build(cls, style: str | None = None, *, param: str | None = None, preset: str | None = None,
-              transforms: str | None = None, optimizer: str | None = None, **overrides) -> "ImageAMConfig":
+              transforms: str | None = None, optimizer: str | None = None, fourier_size: int | None = None,
+              **overrides) -> "ImageAMConfig":
         """A style's settings (default: `yosinski`) under the flags given (None = not given). The step
         size defaults follow the (param, optimizer) pair; `overrides` (lr, lr_end, normalize) win."""
         if style is not None and style not in STYLES:
@@ -120,17 +127,21 @@ class ImageAMConfig:
         lr, lr_end, normalize = _STEP_DEFAULTS[(param, optimizer)]
         steps = {"lr": lr, "lr_end": lr_end, "normalize": normalize}
         steps.update({k: v for k, v in overrides.items() if v is not None})
+        if fourier_size is None and param == base["param"]:
+            fourier_size = base.get("fourier_size")
         cfg = cls.from_preset(preset, param=param, transforms=transforms or base["transforms"],
-                              optimizer=optimizer, style=style)
+                              optimizer=optimizer, style=style, fourier_size=fourier_size)
         return replace(cfg, **steps)
 
     @property
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize, self.optimizer)
 
-    def views(self, seeds: list[int]) -> Views | None:
-        """The per-step robustness views for items with these seeds (None without transforms)."""
-        return parse_transforms(self.transforms).views(seeds)
+    def views(self, seeds: list[int], size: tuple[int, int] | None = None) -> Views | None:
+        """The per-step robustness views for items with these seeds rendering `size` images (None without
+        transforms); transform pixels are pixels of the rendered image (`fourier_size` before upsampling)."""
+        pixel = max(1.0, size[0] / self.fourier_size) if self.fourier_size and size else 1.0
+        return parse_transforms(self.transforms).views(seeds, pixel)
 
     def hyperparams(self) -> dict:
         hp = asdict(self)
@@ -149,7 +160,7 @@ def image_parameterization(cfg: ImageAMConfig, seeds: list[int], size: tuple[int
     mean colour (per-seed generator), regularized by the preset after every step."""
     if cfg.param == "fourier":
         return fourier_parameterization(seeds, size, device, sd=cfg.fourier_sd, decay=cfg.decay_power,
-                                        decorrelate=cfg.decorrelate)
+                                        decorrelate=cfg.decorrelate, fourier_size=cfg.fourier_size)
     h, w = size
     init = torch.stack([torch.randn(3, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
     x = (init * cfg.init_std).to(device)

@@ -8,8 +8,9 @@ items on the tensor path; the only per-item Python is drawing four numbers). Out
 variable-size views). The draws of an item depend only on (its seed, step), never on what else is in the
 batch.
 
-Named sets: `none` and `standard` (Lucent's `standard_transforms`: pad 12, jitter 8, scales 0.90..1.10 in
-steps of 0.02, rotations -10..10 degrees with extra weight on 0, jitter 4). Any other set is written as
+Named sets: `none`, `standard` (Lucent's `standard_transforms`: pad 12, jitter 8, scales 0.90..1.10 in
+steps of 0.02, rotations -10..10 degrees with extra weight on 0, jitter 4) and `zoom` (the same pad and
+jitters, scales 0.90..1.50 in steps of 0.05, rotations -10..10 degrees uniformly). Any other set is written as
 `pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG` (omitted parts are off), e.g.
 `--transforms pad=16,jitter=16+8,scale=0.8:1.2:0.05,rotate=15`.
 """
@@ -43,19 +44,23 @@ class TransformSet:
         return not self.pad and not any(j > 1 for j in self.jitter) and set(self.scales) == {1.0} \
             and set(self.angles) == {0.0}
 
-    def views(self, seeds: list[int]) -> Views | None:
-        """The per-step view function for a batch of items with these seeds (None for the identity)."""
+    def views(self, seeds: list[int], pixel: float = 1.0) -> Views | None:
+        """The per-step view function for a batch of items with these seeds (None for the identity).
+
+        `pixel`: input pixels per transform pixel. Pad and jitter are counted in pixels of the rendered image,
+        as Lucent counts them; an image rendered at 128 px and upsampled to a 224 px input has pixel 1.75.
+        """
         if self.identity:
             return None
         seeds = list(seeds)
 
         def apply(x: torch.Tensor, step: int) -> torch.Tensor:
-            theta = torch.stack([self._theta(s, step, x.shape[-2:]) for s in seeds]).to(x.device, x.dtype)
+            theta = torch.stack([self._theta(s, step, x.shape[-2:], pixel) for s in seeds]).to(x.device, x.dtype)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
         return apply
 
-    def _theta(self, seed: int, step: int, size) -> torch.Tensor:
+    def _theta(self, seed: int, step: int, size, pixel: float = 1.0) -> torch.Tensor:
         """The 2x3 affine map from output to input coordinates (normalized, x then y) for one item's view.
 
         Lucent's chain on an S-pixel image: pad p, crop (S + 2p - J1) at offset j1, resize by s, rotate by a
@@ -67,13 +72,13 @@ class TransformSet:
         """
         g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2 ** 63))
         j1, j2 = (j if j > 1 else 0 for j in (self.jitter + (0, 0))[:2])
-        o1 = self._offset(j1, g)  # crop-centre offsets (x, y) in pixels, symmetric around 0
-        o2 = self._offset(j2, g)
+        o1 = self._offset(j1, g) * pixel  # crop-centre offsets (x, y) in input pixels, symmetric around 0
+        o2 = self._offset(j2, g) * pixel
         s = self.scales[int(torch.randint(0, len(self.scales), (1,), generator=g))]
         a = math.radians(self.angles[int(torch.randint(0, len(self.angles), (1,), generator=g))])
         h, w = int(size[0]), int(size[1])
         half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
-        field = torch.tensor([w, h], dtype=torch.float64) + 2 * self.pad - j1 - j2  # C, per axis
+        field = torch.tensor([w, h], dtype=torch.float64) + pixel * (2 * self.pad - j1 - j2)  # C, per axis
         rot = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]], dtype=torch.float64)
         lin = rot @ torch.diag(field / (2 * s) / half)  # output normalized -> input normalized
         shift = (rot @ (o2 / s) + o1) / half
@@ -89,8 +94,12 @@ class TransformSet:
 
 _STANDARD = TransformSet(pad=12, jitter=(8, 4), scales=tuple(1 + (i - 5) / 50 for i in range(11)),
                          angles=tuple(float(a) for a in list(range(-10, 11)) + 5 * [0]))
-TRANSFORM_SETS: dict[str, TransformSet] = {"none": TransformSet(), "standard": _STANDARD}
-_FORMAT = "'none', 'standard' or 'pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG' (parts optional)"
+# Lucent's pad and jitters with zooms up to 1.5x and uniform rotations: `lucid` style's set, chosen by
+# measurement (benchmarks/quality.py: images that survive crops and blur far better than with `standard`)
+_ZOOM = TransformSet(pad=12, jitter=(8, 4), scales=tuple(0.9 + 0.05 * i for i in range(13)),
+                     angles=tuple(float(a) for a in range(-10, 11)))
+TRANSFORM_SETS: dict[str, TransformSet] = {"none": TransformSet(), "standard": _STANDARD, "zoom": _ZOOM}
+_FORMAT = "'none', 'standard', 'zoom' or 'pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG' (parts optional)"
 
 
 def parse_transforms(text: str) -> TransformSet:

@@ -41,7 +41,7 @@ CASES = {
     "blend with --units": (["--layers", "classifier.1", "--units", "3", "--objective", "blend:1,2:0.1"],
                            "drop --units"),
     "unknown param": (["--param", "voxel"], "unknown --param 'voxel'; use one of pixel, fourier"),
-    "unknown transforms": (["--transforms", "wobble"], "unknown --transforms 'wobble'; use 'none', 'standard'"),
+    "unknown transforms": (["--transforms", "wobble"], "unknown --transforms 'wobble'; use 'none', 'standard', 'zoom'"),
     "unknown optimizer": (["--optimizer", "sgd"], "unknown --optimizer 'sgd'; use one of ascent, adam"),
     "unknown style": (["--style", "picasso"], "unknown --style 'picasso'; use one of"),
     "preset with fourier": (["--param", "fourier", "--preset", "sparse"], "drop it with --param fourier"),

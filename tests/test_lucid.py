@@ -1,5 +1,7 @@
 """The Lucid recipe on tiny nets: Fourier parameterization, robustness views, Adam, channel objective."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ def run(net, items, cfg, steps=30, objective=unit):
     obj = per_item([objective(*u) for u, _ in items])
     seeds = [s for _, s in items]
     param = image_parameterization(cfg, seeds, PRE.size, PRE.mean01_rgb, torch.device("cpu"))
-    return optimize(param, obj, forward_fn(net)(obj.layers), steps, cfg.rule, views=cfg.views(seeds))
+    return optimize(param, obj, forward_fn(net)(obj.layers), steps, cfg.rule, views=cfg.views(seeds, PRE.size))
 
 
 def test_lucid_style_raises_activation(tiny):
@@ -129,7 +131,7 @@ def test_adam_rule_raises_activation_on_pixels_too(tiny):
 
 
 def test_styles_and_bad_values():
-    assert LUCID.param == "fourier" and LUCID.transforms == "standard" and LUCID.optimizer == "adam"
+    assert LUCID.param == "fourier" and LUCID.transforms == "zoom" and LUCID.optimizer == "adam"
     assert LUCID.lr == 0.05 and LUCID.lr_end is None and STYLES["lucid"]["steps"] > 0
     pixel = ImageAMConfig.build("yosinski")
     old_keys = set(ImageAMConfig.from_preset("lowfreq").hyperparams())
@@ -156,3 +158,39 @@ def test_quality_metrics_on_known_images():
     views = fixed_views(16, seed=0)
     assert len(views) == 16 and views == fixed_views(16, seed=0)
     assert all(0.35 - 1e-9 <= h * w <= 1 + 1e-9 and t + h <= 1 and l + w <= 1 for t, l, h, w in views)
+
+
+def test_fourier_size_renders_small_and_upsamples_to_the_net_input(tiny):
+    cfg = ImageAMConfig.build("lucid", fourier_size=8)
+    param = image_parameterization(cfg, [0, 1], PRE.size, PRE.mean01_rgb, torch.device("cpu"))
+    assert param.params.shape[2:4] == (8, 8 // 2 + 1)  # rfft2 of the 8 x 8 image, not of the 16 x 16 input
+    x = param.render(param.params)
+    assert x.shape == (2, 3, *PRE.size) and x.min() >= 0 and x.max() <= 1
+    # (Lucent's pad and jitters, counted in 8 px-image pixels, would leave a 16 px net little to see)
+    r = run(tiny, [(("fc", 1), 0), (("features.2", 2, 4, 4), 3)], replace(cfg, transforms="none"))
+    assert (r.act_final > r.act_start).all()
+    assert '"fourier_size": 8' in str(cfg.hyperparams()).replace("'", '"')
+    with pytest.raises(UserInputError, match="--fourier-size 4 needs --param fourier"):
+        ImageAMConfig.build("lucid", fourier_size=4)
+    with pytest.raises(UserInputError, match="needs --param fourier"):
+        ImageAMConfig.build("yosinski", fourier_size=64)
+
+
+def test_transform_pixels_are_pixels_of_the_rendered_image():
+    """With a render upsampled 2x, pad and jitter span twice as many input pixels (Lucent counts them in
+    pixels of its 128 px image before upsampling to 224)."""
+    ones = torch.ones(1, 3, 16, 16)
+    pad = TransformSet(pad=2)
+    # a row of the view of a white image: 1 - 0.5 * (the grey share of the field, 2 * pad * pixel / field)
+    assert pad.views([0])(ones, 0)[0, 0, 8].mean() == pytest.approx(1 - 0.5 * 4 / 20, abs=0.02)
+    assert pad.views([0], pixel=2.0)(ones, 0)[0, 0, 8].mean() == pytest.approx(1 - 0.5 * 8 / 24, abs=0.02)
+    cfg = ImageAMConfig.build("lucid", fourier_size=8)
+    assert cfg.views([0], (16, 16)) is not None
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(cfg.views([0], (16, 16))(x, 3), TRANSFORM_SETS["zoom"].views([0], 2.0)(x, 3))
+
+
+def test_zoom_set_is_the_pad_and_jitters_of_standard_with_zooms_to_one_and_a_half():
+    assert parse_transforms("zoom") == parse_transforms("pad=12,jitter=8+4,scale=0.9:1.5:0.05,rotate=10")
+    z, s = TRANSFORM_SETS["zoom"], TRANSFORM_SETS["standard"]
+    assert (z.pad, z.jitter) == (s.pad, s.jitter) and max(z.scales) == pytest.approx(1.5)
