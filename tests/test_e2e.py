@@ -37,10 +37,12 @@ REQUIRED = {"model", "snapshot", "layer", "unit", "y", "x", "seed", "method", "o
 
 
 def test_atlas_writes_one_row_and_png_per_key_and_reruns_do_nothing(tmp_path):
+    # 8 steps: the yosinski style (no random views) raises every unit in that few; the default lucid style
+    # needs hundreds (its rise is checked on tiny nets in test_lucid.py and at 200 steps below)
     out = tmp_path / "atlas-out"
     args = ["atlas", "--model", "mobilenet_v2", "--layers", "features.3,classifier.1", "--units", "0:3",
             "--layer-units", "classifier.1=285,980", "--seeds", "2", "--steps", "8", "--batch-size", "4",
-            "--out", str(out)]
+            "--style", "yosinski", "--out", str(out)]
     first = cli(*args, cwd=tmp_path)
     rows = units_table(out)
     keys = [(r["layer"], r["unit"], r["seed"]) for r in rows]
@@ -77,7 +79,8 @@ def test_dgn_am_runs_through_ray(tmp_path):
 
 
 def test_image_am_beats_every_offline_photo(tmp_path):
-    """The issue's acceptance command: each class image out-scores the best real photo for that class."""
+    """The issue's acceptance command, with today's default (lucid) style: each class image out-scores the
+    best real photo for that class, and its logit is that of the saved PNG."""
     classes = [285, 504, 948, 967, 980]
     out = tmp_path / "o"
     cli("atlas", "--model", "mobilenet_v2", "--layers", "classifier.1", "--units", ",".join(map(str, classes)),
