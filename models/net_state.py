@@ -4,8 +4,9 @@
 order), so two builds share a digest exactly when they hold the same numbers; a net used as its callable
 built it is filed under the snapshot `built-<first 8 hex digits>`. `reinitialize(net)` is what
 `--weights random` means for every model: each module's own `reset_parameters()` (PyTorch's default
-initialization for that layer type; `_reset_parameters` where that is its name), drawn from the caller's RNG state; a module that holds parameters
-but has no `reset_parameters` raises UserInputError rather than silently keeping its built values.
+initialization for that layer type; `_reset_parameters` where that is its name), drawn from the caller's
+RNG state; a module that holds parameters but has no `reset_parameters` raises UserInputError rather than
+silently keeping its built values.
 """
 
 from __future__ import annotations
