@@ -54,8 +54,9 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                    "frequency space)")
     g.add_argument("--preset", help="pixel regularizer preset: sparse, highfreq, lowfreq (the paper's best), "
                    "contrib, none")
-    g.add_argument("--transforms", help="random views per step: none, standard (Lucent's), or "
-                   "pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG (also for dgn)")
+    g.add_argument("--transforms", help="random views per step: none, standard (Lucent's), zoom (the lucid "
+                   "style's: standard with zooms to 1.5x), or pad=P,jitter=J1+J2,scale=LO:HI:STEP,rotate=DEG "
+                   "(also for dgn)")
     g.add_argument("--optimizer", help="ascent (normalized gradient ascent) or adam")
     g.add_argument("--fourier-size", type=int, help="render the fourier image at this many pixels and upsample "
                    "it to the net's input (Lucent's default: 128 for a 224 px net)")
@@ -92,8 +93,8 @@ def _dgn_config(args):
 
     for flag in ("style", "param", "preset", "optimizer", "fourier_size"):
         if getattr(args, flag) is not None:
-            raise UserInputError(f"--{flag.replace('_', '-')} is for --method image; DGN-AM takes --transforms, --lr, --lr-end "
-                                 "and the generator flags")
+            raise UserInputError(f"--{flag.replace('_', '-')} is for --method image; DGN-AM takes --transforms, "
+                                 "--lr, --lr-end and the generator flags")
     common = {k: v for k, v in {"lr": args.lr, "lr_end": args.lr_end, "normalize": args.normalize_grad}.items()
               if v is not None}
     return DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, transforms=args.transforms or "none",

@@ -92,6 +92,6 @@ def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: to
         return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
 
     def render(p: torch.Tensor) -> torch.Tensor:
-        small = render_spectrum(p, inner, scale, decorrelate)
-        return F.interpolate(small, size=size, mode="bilinear", align_corners=True)
+        low = render_spectrum(p, inner, scale, decorrelate)
+        return F.interpolate(low, size=size, mode="bilinear", align_corners=True)
     return Parameterization(spectrum, render)
