@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "objective_arg", "add_model_flags", "add_generator_flags",
+__all__ = ["key_value", "floats3", "objective_arg", "add_model_flags", "add_generator_flags", "add_selection_flags",
            "add_execution_flags"]
 
 
@@ -55,6 +55,16 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
     g.add_argument("--config", help="TOML file holding any of the flags")
+
+
+def add_selection_flags(p: argparse.ArgumentParser, layers_help: str, units_help: str):
+    """The 'selection' group every per-unit command shares: --layers, --units, --layer-units; returns it."""
+    g = p.add_argument_group("selection")
+    g.add_argument("--layers", help=layers_help)
+    g.add_argument("--units", default="all", help=units_help)
+    g.add_argument("--layer-units", action="append", type=key_value, default=[], metavar="LAYER=SPEC",
+                   help="units for one layer, overriding --units")
+    return g
 
 
 def add_generator_flags(g) -> None:

@@ -13,7 +13,7 @@ import sys
 
 from models.errors import UserInputError
 
-from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value, objective_arg
+from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg
 
 __all__ = ["add_subcommand", "spec_from_args", "run", "tuned", "DEFAULT_METHOD", "DEFAULT_STYLE"]
 
@@ -26,11 +26,8 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add `atlas` to the CLI's subparsers; returns its parser."""
     p = subparsers.add_parser("atlas", help="one synthesized image per (layer, unit, seed)")
     add_model_flags(p)
-    g = p.add_argument_group("selection")
-    g.add_argument("--layers", help="comma-separated layer paths; default: the model's demo selection")
-    g.add_argument("--units", default="all", help="'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
-    g.add_argument("--layer-units", action="append", type=key_value, default=[], metavar="LAYER=SPEC",
-                   help="units for one layer, overriding --units")
+    g = add_selection_flags(p, "comma-separated layer paths; default: the model's demo selection",
+                            "'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
     g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
     g = p.add_argument_group("method")

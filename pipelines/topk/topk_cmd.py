@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..argtypes import add_execution_flags, add_model_flags, key_value
+from ..argtypes import add_execution_flags, add_model_flags, add_selection_flags
 
 __all__ = ["add_subcommand", "run", "IMAGES_HELP"]
 
@@ -21,11 +21,8 @@ IMAGES_HELP = ("a folder or bucket prefix of .jpg/.png images (recursive; folder
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("topk", help="the top-k real images of every unit, and per-unit activation statistics")
     add_model_flags(p)
-    g = p.add_argument_group("selection")
-    g.add_argument("--layers", help="comma-separated layer paths ('neuron-atlas layers' lists them)")
-    g.add_argument("--units", default="all", help="'all' (default), '0:64', '3,17,42'")
-    g.add_argument("--layer-units", action="append", type=key_value, default=[], metavar="LAYER=SPEC",
-                   help="units for one layer, overriding --units")
+    g = add_selection_flags(p, "comma-separated layer paths ('neuron-atlas layers' lists them)",
+                            "'all' (default), '0:64', '3,17,42'")
     g.add_argument("--images", required=True, help=IMAGES_HELP)
     g.add_argument("--k", type=int, default=9, help="images kept per unit")
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
