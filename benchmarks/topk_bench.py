@@ -6,7 +6,8 @@ the offline photos), three ways, all including reading and decoding the files:
   - plain: a single-process loop, one image at a time, the plain torchvision module (full forward pass, hooks
     on the three layers), then a Python max-tracker per unit (argmax over the map, a k-heap per unit), as the
     Deep Visualization toolbox's find_max script does;
-  - ours, in process: pipelines/topk/worker.ImageWorker on shards of 64, batches of 32, merged exactly;
+  - ours, in process: pipelines/topk/worker.ImageWorker on shards of 64, its default CPU batch size (8),
+    BatchNorm folded and maxima taken in the capture hook, merged exactly;
   - ours, end to end: `run_topk` through a local Ray cluster (Ray start, listing, shard records, crops and
     Parquet included).
 The plain loop and ours in process run twice, alternately; the best of each counts (other work on the machine
@@ -100,16 +101,17 @@ def ours_in_process(paths: list[str], threads: int) -> tuple[float, dict, float]
     per shard to receive and merge one)."""
     from pipelines.imagesets import ImageSet, Source
     from pipelines.topk.shards import make_shards
-    from pipelines.topk.worker import ImageWorker, TopkJob
+    from pipelines.topk.worker import ImageWorker, TopkJob, default_batch_size
     from tasks.actor import NetSpec
 
     worker = ImageWorker(NetSpec("mobilenet_v2"), threads=threads)
+    batch = default_batch_size(on_gpu=False)
     shards = make_shards(ImageSet("bench", tuple(Source(p) for p in paths)), 64)
-    worker.topk(TopkJob(shards[0], tuple((layer, None) for layer in LAYERS), K, 32))  # warm-up
+    worker.topk(TopkJob(shards[0], tuple((layer, None) for layer in LAYERS), K, batch))  # warm-up
     t0 = time.perf_counter()
     merged, parts = None, []
     for shard in shards:
-        part = worker.topk(TopkJob(shard, tuple((layer, None) for layer in LAYERS), K, 32)).payload
+        part = worker.topk(TopkJob(shard, tuple((layer, None) for layer in LAYERS), K, batch)).payload
         merged = part if merged is None else merged.merge(part)
         parts.append(part)
     seconds = time.perf_counter() - t0
@@ -212,7 +214,8 @@ def topk_report(r: dict) -> list[str]:
              "| | images/s |", "|---|---|",
              f"| plain loop: one image at a time, full forward pass, Python max-tracker per unit (the toolbox's "
              f"find_max) | {r['plain_images_per_s']:.2f} |",
-             f"| ours, in process (ImageWorker: batches of 32, truncated forward, vectorized maxima, exact merge) | "
+             f"| ours, in process (ImageWorker: batches of 8, BatchNorm folded, maxima in the capture hook, exact merge) "
+             f"| "
              f"{r['ours_images_per_s']:.2f} |",
              f"| ours, end to end through Ray (`run_topk`: Ray start, shard records, {r['end_to_end']['crops']} crops, "
              f"Parquet) | {r['end_to_end']['images_per_s']:.2f} |", "",

@@ -10,7 +10,7 @@ Modules returning a tuple, list or dict are captured as their first tensor.
 
 from __future__ import annotations
 
-from typing import Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 from torch import nn
@@ -57,15 +57,18 @@ class Capture:
     """Forward hooks on `layers` for the lifetime of a `with` block; each call runs one forward pass.
 
     Registering hooks once per batch, not once per optimization step, keeps hook set-up off the hot path.
-    With `truncate` the forward pass stops right after the last requested layer has fired.
+    With `truncate` the forward pass stops right after the last requested layer has fired. With `reduce`,
+    a layer's entry is `reduce(layer, output)`, computed inside the hook, before any later module runs (so
+    later in-place modules cannot change it; models/inference.py relies on this).
     """
 
     def __init__(self, net: nn.Module, layers: Collection[str], *, truncate: bool = True,
-                 model_name: str = "the model"):
+                 model_name: str = "the model", reduce: Callable[[str, torch.Tensor], Any] | None = None):
         self.net = net
         self.wanted = modules_by_name(net, layers, model_name)
         self.truncate = truncate
-        self.acts: dict[str, torch.Tensor] = {}
+        self.reduce = reduce
+        self.acts: dict[str, Any] = {}
         self.handles: list = []
 
     def _hook(self, name: str):
@@ -75,7 +78,7 @@ class Capture:
             t = first_tensor(output)
             if t is None:
                 raise RuntimeError(f"layer {name!r} returned no tensor")
-            self.acts[name] = t
+            self.acts[name] = t if self.reduce is None else self.reduce(name, t)
             if self.truncate and len(self.acts) == len(self.wanted):
                 raise _StopForward
         return hook
@@ -94,8 +97,8 @@ class Capture:
             h.remove()
         self.handles.clear()
 
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{layer: output} of every requested layer for input `x`."""
+    def __call__(self, x: torch.Tensor) -> dict[str, Any]:
+        """{layer: output (or its reduction)} of every requested layer for input `x`."""
         if not self.handles:
             raise RuntimeError("Capture must be used inside its `with` block")
         self.acts = {}

@@ -45,6 +45,7 @@ class LoadedNet:
     weights_sha256: str | None
     device: torch.device
     normalize: nn.Module | None = None  # the entry's preprocessing on `device` (None for generators)
+    inplace: tuple[str, ...] = ()  # modules the builder made in place (switched off here; models/inference.py)
 
     def to_input(self, x01: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB images -> this net's input, in the channels_last layout `load_net` keeps nets in."""
@@ -87,8 +88,11 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
         loaded = read_weights(uri, storage_options, retry)
         load_into(net, loaded, entry.name)
         sha = loaded.sha256
-    for module in net.modules():
+    inplace = []
+    for name, module in net.named_modules():
         if hasattr(module, "inplace") and isinstance(module.inplace, bool):
+            if module.inplace:
+                inplace.append(name)
             module.inplace = False
     net.eval().requires_grad_(False)
     freeze_batchnorm(net)
@@ -99,4 +103,4 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
     layers = trace_layers(net, example)
     pre = getattr(entry, "preprocessing", None)
     normalize = pre.module().to(dev) if pre is not None else None
-    return LoadedNet(entry, net, layers, uri, sha, dev, normalize)
+    return LoadedNet(entry, net, layers, uri, sha, dev, normalize, tuple(inplace))

@@ -80,12 +80,16 @@ def offline_image(source: str) -> np.ndarray | None:
 
 def to_model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize the short side to size/0.875 and centre-crop `size` (the ImageNet evaluation transform);
-    returns float32 [3, H, W] in [0, 1]."""
+    returns float32 [3, H, W] in [0, 1].
+
+    Only the crop is resampled (PIL's `box`): the same filter at the same positions as resizing the whole
+    image and cropping after, for about half the work (pixels differ by at most 1/255 from rounding)."""
     h, w = image.shape[:2]
     th, tw = size
     scale = max(th, tw) / 0.875 / min(h, w)
-    img = Image.fromarray(image).resize((max(tw, round(w * scale)), max(th, round(h * scale))), Image.BILINEAR)
-    W, H = img.size
+    W, H = max(tw, round(w * scale)), max(th, round(h * scale))  # the resized image the crop is cut from
     left, top = (W - tw) // 2, (H - th) // 2
-    arr = np.asarray(img.crop((left, top, left + tw, top + th)), dtype=np.float32) / 255.0
-    return arr.transpose(2, 0, 1)
+    sx, sy = w / W, h / H
+    box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
+    img = Image.fromarray(image).resize((tw, th), Image.BILINEAR, box=box)
+    return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)

@@ -31,7 +31,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g = add_execution_flags(p)
     p.set_defaults(out=None)
     g.add_argument("--shard-size", type=int, default=256, help="real images per shard")
-    g.add_argument("--batch-size", type=int, help="images per forward pass (default 32 on CPU, 128 on GPU)")
+    g.add_argument("--batch-size", type=int, help="images per forward pass (default 8 on CPU, 128 on GPU)")
     return p
 
 

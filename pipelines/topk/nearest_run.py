@@ -51,7 +51,7 @@ from .figures import neighbour_sheet
 from .records import NearestShard
 from .shards import CommandSummary, Workers, cut_crops, make_shards, run_pass
 from .topk_run import command_record, log_ignored
-from .worker import PIXEL, ImageWorker, NearestJob, Queries
+from .worker import PIXEL, ImageWorker, NearestJob, Queries, default_batch_size
 
 __all__ = ["NearestSpec", "NearestPlan", "Query", "plan_nearest", "run_nearest", "top_level_blocks"]
 
@@ -219,7 +219,7 @@ def run_nearest(plan: NearestPlan, *, log=print) -> CommandSummary:
     state: list[NearestShard] = []
 
     def submit(actor, shard):
-        batch = spec.batch_size or (128 if workers.on_gpu else 32)
+        batch = spec.batch_size or default_batch_size(workers.on_gpu)
         return actor.nearest.remote(NearestJob(shard, plan.spaces, spec.k, batch, classes, dict(spec.storage_options)))
 
     def merge(p: NearestShard) -> None:

@@ -28,7 +28,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
     g = add_execution_flags(p)
     g.add_argument("--shard-size", type=int, default=256, help="images per shard (the unit of work and of resume)")
-    g.add_argument("--batch-size", type=int, help="images per forward pass (default 32 on CPU, 128 on GPU)")
+    g.add_argument("--batch-size", type=int, help="images per forward pass (default 8 on CPU, 128 on GPU)")
     return p
 
 

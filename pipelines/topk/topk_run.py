@@ -40,7 +40,7 @@ from ..storage import Store
 from .records import TopkShard
 from .shards import CommandSummary, Workers, cut_crops, make_shards, run_pass
 from .topk_out import crop_path, examples, examples_table, part_path, stats_table
-from .worker import ImageWorker, TopkJob
+from .worker import ImageWorker, TopkJob, default_batch_size
 
 __all__ = ["TopkSpec", "TopkPlan", "plan_topk", "run_topk", "selection", "geometry_of",
            "command_record", "log_ignored"]
@@ -58,7 +58,7 @@ class TopkSpec:
     out: str = "./atlas-out"
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     shard_size: int = 256
-    batch_size: int | None = None  # default: 32 on CPU, 128 on GPU
+    batch_size: int | None = None  # default: worker.default_batch_size (8 on CPU, 128 on GPU)
     actors: int | None = None
     gpus_per_actor: float = 1.0
     address: str = "local"
@@ -183,7 +183,7 @@ def run_topk(plan: TopkPlan, *, log=print) -> CommandSummary:
     state: list[TopkShard] = []
 
     def submit(actor, shard):
-        batch = spec.batch_size or (128 if workers.on_gpu else 32)
+        batch = spec.batch_size or default_batch_size(workers.on_gpu)
         return actor.topk.remote(TopkJob(shard, layers, spec.k, batch, dict(spec.storage_options)))
 
     def merge(part: TopkShard) -> None:
