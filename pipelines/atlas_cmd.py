@@ -15,7 +15,7 @@ from models.errors import UserInputError
 
 from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg
 
-__all__ = ["add_subcommand", "spec_from_args", "run", "tuned", "DEFAULT_METHOD", "DEFAULT_STYLE"]
+__all__ = ["add_subcommand", "add_method_flags", "spec_from_args", "run", "tuned", "DEFAULT_METHOD", "DEFAULT_STYLE"]
 
 DEFAULT_METHOD = "image"
 DEFAULT_STYLE = "lucid"
@@ -30,9 +30,17 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                             "'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
     g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
+    add_method_flags(p)
+    return p
+
+
+def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: str = "store",
+                     steps_help: str = "optimization steps (default: the style's; 200 for dgn)") -> None:
+    """Every flag of `atlas` after the selection: method, image-space AM, DGN-AM and execution (`snapshots`
+    takes them all; its --steps also selects training steps, hence the overridable type and action)."""
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=["image", "dgn"], default=DEFAULT_METHOD)
-    g.add_argument("--steps", type=int, help="optimization steps (default: the style's; 200 for dgn)")
+    g.add_argument("--steps", type=steps_type, action=steps_action, help=steps_help)
     g.add_argument("--lr", type=float, help="start learning rate (default: per style/optimizer; dgn: the "
                    "generator entry's tuned value, else 8)")
     g.add_argument("--lr-end", type=float, help="final learning rate of the linear decay")
@@ -64,7 +72,6 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--l2-lambda", type=float, default=0.005)
     g = add_execution_flags(p)
     g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
-    return p
 
 
 def tuned(generator: str) -> dict:

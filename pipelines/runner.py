@@ -3,6 +3,8 @@
 Keys already written under --out are dropped first, so a rerun (or a resume after the driver was killed)
 only computes what is missing. Batches go out through `dispatch` (lost workers' batches are re-queued) and
 each finished batch is written by the driver exactly once, so retries can never duplicate a key.
+`start_actors` and `synthesize` are the pieces other drivers reuse (training-snapshot sweeps: actors that
+live across polling rounds, batches that run on a snapshot's weights).
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 import ray
 
 from models.errors import UserInputError
-from tasks.actor import Batch, SynthesisActor
+from tasks.actor import Batch, BatchResult, NetSpec, SynthesisActor, WorkItem
 
 from .dispatch import ACTOR_OPTIONS, dispatch
 from .keys import ItemKey
 from .manifest import run_record, utc_now, write_manifest
 from .progress import Progress
 from .sink import done_keys, write_batch
-from .spec import Plan
+from .spec import AtlasSpec, Plan
 
-__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout"]
+__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
+           "Synthesized", "start_actors", "synthesize", "run_id_of"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs"]
 
@@ -106,6 +110,63 @@ def run_id_of(plan: Plan) -> str:
     return hashlib.sha256((plan.hyperparams + plan.snapshot + plan.model_slug + sel).encode()).hexdigest()[:12]
 
 
+@dataclass
+class ActorPool:
+    """Started synthesis actors and the batch size that suits their devices."""
+
+    actors: list
+    batch_size: int
+
+
+@dataclass
+class Synthesized:
+    """What `synthesize` did: items written, seconds the actors spent synthesizing and loading weights."""
+
+    written: int = 0
+    synth_s: float = 0.0
+    load_s: float = 0.0
+
+
+def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None) -> ActorPool:
+    """Join or start Ray (`spec.address`) and start the actors, each holding `net` (default `spec.net`)."""
+    init_ray(spec.address)
+    n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
+    on_gpu = "num_gpus" in resources
+    threads = None if on_gpu else resources["num_cpus"]
+    actor_cls = ray.remote(SynthesisActor).options(**resources, **ACTOR_OPTIONS)
+    actors = [actor_cls.remote(net or spec.net, threads=threads, code_upper=code_upper) for _ in range(n_actors)]
+    return ActorPool(actors, spec.batch_size or (64 if on_gpu else 8))
+
+
+def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,
+               weights: Mapping[str, str] | None = None,
+               on_batch: Callable[[list[ItemKey], BatchResult], None] | None = None) -> Synthesized:
+    """Dispatch `todo` in batches that never span a partition, write each finished batch once (then call
+    `on_batch`). `weights` maps a snapshot label to the target weights its batches run on; the batches of one
+    snapshot are consecutive, so an actor loads each snapshot's weights once per group of batches."""
+    done = Synthesized()
+    progress = Progress(len(todo))
+
+    def submit(actor, batch):
+        uri = weights.get(batch[0][0].snapshot) if weights else None
+        return actor.run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps, spec.objective, uri))
+
+    with ThreadPoolExecutor(max_workers=8) as threads:
+        def on_result(batch, result) -> None:
+            keys = [k for k, _ in batch]
+            write_batch(store, keys, result.results, spec.steps, result.device, threads)
+            done.written += len(batch)
+            done.synth_s += result.seconds
+            done.load_s += result.load_seconds
+            progress.update(len(batch))
+            if on_batch is not None:
+                on_batch(keys, result)
+
+        dispatch(pool.actors, make_batches(todo, pool.batch_size), submit, on_result, log)
+    progress.close()
+    return done
+
+
 def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     """Synthesize every item of `plan` not yet under --out; returns the accounting summary."""
     spec = plan.spec
@@ -123,32 +184,10 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     run_id = run_id_of(plan)
     write_manifest(store, run_id, run_record(plan), status="running")
 
-    init_ray(spec.address)
-    n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
-    on_gpu = "num_gpus" in resources
-    batch_size = spec.batch_size or (64 if on_gpu else 8)
-    threads = None if on_gpu else resources["num_cpus"]
-    actor_cls = ray.remote(SynthesisActor).options(**resources, **ACTOR_OPTIONS)
-    actors = [actor_cls.remote(spec.net, threads=threads, code_upper=plan.code_upper) for _ in range(n_actors)]
-
-    synth_s, written = 0.0, 0
-    progress = Progress(len(todo))
-
-    def submit(actor, batch):
-        return actor.run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps, spec.objective))
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        def on_result(batch, result) -> None:
-            nonlocal synth_s, written
-            write_batch(store, [k for k, _ in batch], result.results, spec.steps, result.device, pool)
-            synth_s += result.seconds
-            written += len(batch)
-            progress.update(len(batch))
-
-        dispatch(actors, make_batches(todo, batch_size), submit, on_result, log)
-    progress.close()
+    pool = start_actors(spec, plan.code_upper)
+    result = synthesize(pool, spec, store, todo, log=log)
     wall = time.perf_counter() - t0
-    summary = RunSummary(len(plan.items), skipped, written, wall, synth_s, n_actors)
+    summary = RunSummary(len(plan.items), skipped, result.written, wall, result.synth_s, len(pool.actors))
     write_manifest(store, run_id, run_record(plan), status="finished", finished_at=utc_now(),
                    synth_fraction=round(summary.synth_fraction, 4))
     return summary

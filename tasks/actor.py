@@ -2,7 +2,10 @@
 
 `SynthesisActor` is a plain class so it can be tested without Ray; `pipelines` wraps it with `ray.remote`.
 A batch holds many (unit, seed) items of one method; they are optimized together, each with its own
-objective, and the net runs only as deep as the deepest layer the batch needs. No storage I/O happens here
+objective, and the net runs only as deep as the deepest layer the batch needs. A batch may name the target
+weights it runs on (`Batch.weights`, a training snapshot's checkpoint): the actor loads them when they differ
+from the ones it holds and keeps them for the next batches, so a run grouped by snapshot loads each
+snapshot's weights once per group of batches, not once per item. No storage I/O happens here
 except loading weights through `models` (images and numbers go back to the caller).
 """
 
@@ -61,6 +64,7 @@ class Batch:
     config: ImageAMConfig | DGNConfig
     steps: int
     objective: ObjectiveSpec = ObjectiveSpec()
+    weights: str | None = None  # target weights URI for this batch (a snapshot); None: the actor's own
 
     @property
     def method(self) -> str:
@@ -95,6 +99,7 @@ class BatchResult:
     results: list[ItemResult]
     seconds: float  # time spent synthesizing (the accounting numerator)
     device: str
+    load_seconds: float = 0.0  # time spent loading this batch's target weights (0 when already held)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -115,6 +120,7 @@ class SynthesisActor:
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
                                seed=seed)
+        self.weights, self.weight_loads, self._entry, self._seed = spec.weights, 0, entry, seed
         self.preprocessing = entry.preprocessing
         self.generator = None
         self.code_upper = code_upper
@@ -173,7 +179,20 @@ class SynthesisActor:
                                  progress=_throttled_report(" & ".join(map(str, job.constraints)), job.config))
         return result, time.perf_counter() - t0
 
+    def use_weights(self, weights: str | None) -> float:
+        """Hold the target net with `weights` (None: keep the current ones); returns the seconds spent loading
+        (0 when they are already held). The architecture and preprocessing stay the spec's."""
+        if weights is None or weights == self.weights:
+            return 0.0
+        t0 = time.perf_counter()
+        self.target = load_net(self._entry, weights, storage_options=self.spec.storage_options, device=self.device,
+                               seed=self._seed)
+        self.weights = weights
+        self.weight_loads += 1
+        return time.perf_counter() - t0
+
     def run(self, batch: Batch) -> BatchResult:
+        load_s = self.use_weights(batch.weights)
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
@@ -181,7 +200,7 @@ class SynthesisActor:
                               views=batch.config.views([w.seed for w in batch.items], self.preprocessing.size))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device))
+        return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device), load_s)
 
     @staticmethod
     def _item_results(batch: Batch, r: LoopResult) -> list[ItemResult]:
