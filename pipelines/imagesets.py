@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from models.errors import StorageError, UserInputError
-from models.retry import with_retries
+from models.retry import RetryPolicy, with_retries
+from models.storage_client import read_uri, url_to_fs
 
 from .photos import OFFLINE_SETS, offline_image, offline_sources
 
@@ -71,16 +72,18 @@ def _protocol(fs) -> str:
     return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
-def list_image_set(uri: str, storage_options: Mapping[str, Any]) -> ImageSet:
+def list_image_set(uri: str, storage_options: Mapping[str, Any], policy: RetryPolicy | None = None) -> ImageSet:
     """The images `uri` names, in order; UserInputError when there is nothing there or nothing usable."""
     offline = offline_sources(uri)
     if offline is not None:
         return ImageSet(uri, tuple(Source(s) for s in offline))
+    policy = policy or RetryPolicy()
     try:
-        fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options))
+        fs, root = url_to_fs(uri, storage_options, policy)
     except (ImportError, ValueError, TypeError) as e:
         raise UserInputError(f"cannot open --images {uri!r}: {e}") from e
-    found = with_retries(lambda: fs.find(root) if fs.isdir(root) else [root] if fs.exists(root) else None, uri)
+    found = with_retries(lambda: fs.find(root) if fs.isdir(root) else [root] if fs.exists(root) else None, uri,
+                         policy)
     if found is None:
         raise UserInputError(f"--images {uri!r} not found; pass a folder, a bucket prefix or a Parquet file of "
                              f"images, or one of {_NAMED_SETS}")
@@ -139,17 +142,19 @@ def _decode(blob: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def load_image(source: str, storage_options: Mapping[str, Any]) -> np.ndarray:
+def load_image(source: str, storage_options: Mapping[str, Any], policy: RetryPolicy | None = None) -> np.ndarray:
     """uint8 RGB [H, W, 3] of one source; raises (OSError, ValueError, ...) when it cannot be read."""
-    images, failed = read_images([source], storage_options)
+    images, failed = read_images([source], storage_options, policy)
     if failed:
         raise OSError(f"cannot read image {source!r}: {failed[0][1]}")
     return images[0]
 
 
-def read_images(sources: Sequence[str], storage_options: Mapping[str, Any]
+def read_images(sources: Sequence[str], storage_options: Mapping[str, Any], policy: RetryPolicy | None = None
                 ) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
-    """Pixels of each source (None where it failed) and (source, reason) for each failure."""
+    """Pixels of each source (None where it failed) and (source, reason) for each failure. Remote reads
+    are retried within `policy`'s budget, each attempt bounded (models/storage_client.py)."""
+    policy = policy or RetryPolicy()
     out: list[np.ndarray | None] = [None] * len(sources)
     failed: list[tuple[str, str]] = []
     rows: dict[str, list[tuple[int, int]]] = defaultdict(list)  # parquet file -> (position, row)
@@ -163,13 +168,13 @@ def read_images(sources: Sequence[str], storage_options: Mapping[str, Any]
             rows[file].append((pos, int(row)))
             continue
         try:
-            out[pos] = _decode(_read_file(source, storage_options))
+            out[pos] = _decode(_read_file(source, storage_options, policy))
         except StorageError:
             raise
         except Exception as e:  # noqa: BLE001 - any decode failure makes the file unreadable, not the run
             failed.append((source, _reason(e)))
     for file, wanted in rows.items():
-        for pos, result in _read_parquet_rows(file, wanted, storage_options):
+        for pos, result in _read_parquet_rows(file, wanted, storage_options, policy):
             if isinstance(result, np.ndarray):
                 out[pos] = result
             else:
@@ -182,26 +187,24 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _read_file(uri: str, storage_options: Mapping[str, Any]) -> bytes:
-    def read() -> bytes:
-        with fsspec.open(uri, "rb", **dict(storage_options)) as f:
+def _local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _read_file(uri: str, storage_options: Mapping[str, Any], policy: RetryPolicy) -> bytes:
+    """A remote object is read with retries (a persistent fault raises StorageError and stops the run); a
+    local file that cannot be read (missing, no permission) fails alone, so the caller skips it."""
+    if _local(uri):
+        with fsspec.open(uri, "rb") as f:
             return f.read()
-
-    return _retried(read, uri)
-
-
-def _retried(fn, uri: str):
-    """Remote reads are retried (a persistent fault raises StorageError and stops the run); a local file that
-    cannot be read (missing, no permission) fails alone, so the caller skips it."""
-    if "://" not in uri or uri.startswith("file://"):
-        return fn()
-    return with_retries(fn, uri, missing_ok=True)
+    return read_uri(uri, storage_options, policy)
 
 
-def _read_parquet_rows(uri: str, wanted: list[tuple[int, int]], storage_options: Mapping[str, Any]):
+def _read_parquet_rows(uri: str, wanted: list[tuple[int, int]], storage_options: Mapping[str, Any],
+                       policy: RetryPolicy):
     """(position, pixels or failure reason) for rows of one Parquet file; reads only their row groups."""
     def read() -> dict[int, object]:
-        fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options))
+        fs, path = url_to_fs(uri, storage_options, policy)
         with fs.open(path, "rb") as f:
             pf = pq.ParquetFile(f)
             column = _image_column(pf.schema_arrow, uri)
@@ -219,7 +222,7 @@ def _read_parquet_rows(uri: str, wanted: list[tuple[int, int]], storage_options:
         return blobs
 
     try:
-        blobs = _retried(read, uri)
+        blobs = read() if _local(uri) else with_retries(read, uri, policy, missing_ok=True)
     except UserInputError:  # StorageError included
         raise
     except Exception as e:  # noqa: BLE001 - a missing or corrupt file: every wanted row fails

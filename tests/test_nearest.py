@@ -11,7 +11,7 @@ from pipelines.imagesets import list_image_set
 from pipelines.photos import to_model_input
 from pipelines.topk.nearest_run import top_level_blocks
 from pipelines.topk.shards import make_shards
-from pipelines.topk.worker import PIXEL, ImageWorker, NearestJob, Queries
+from pipelines.topk.worker import PIXEL, ImageWorker, NearestJob, Queries, _class_mask, label_classes
 from tasks.actor import NetSpec
 from tasks.topk import TopK
 
@@ -61,7 +61,8 @@ def test_sharded_nearest_equals_brute_force_and_same_class_restricts(tmp_path):
     for classes in [(), (None, 3, 1)]:
         merged = {s: TopK.empty(3, len(paths)) for s in spaces}
         for shard in make_shards(real_set, 4):  # shards of 4, 4, 1 images
-            result = worker.nearest(NearestJob(shard, spaces, 3, 3, classes))
+            result = worker.nearest(NearestJob(shard, spaces, 3, 3, classes,
+                                               label_classes([s.label for s in real_set.sources])))
             assert result.read == len(shard.sources) and not result.skipped
             merged = {s: merged[s].merge(result.payload.spaces[s]) for s in spaces}
         for s in spaces:
@@ -74,6 +75,13 @@ def test_sharded_nearest_equals_brute_force_and_same_class_restricts(tmp_path):
             labels = [s.label for s in real_set.sources]
             assert {labels[i] for _, _, i, _, _ in merged[PIXEL].entries(1)} == {"3"}
             assert {labels[i] for _, _, i, _, _ in merged[PIXEL].entries(2)} == {"1"}
+
+
+def test_class_indices_of_labels_are_the_integers_or_imagefolders_sorted_names():
+    assert label_classes(["7", "285", None]) == {"7": 7, "285": 285}
+    assert label_classes(["n02", "n01", None, "n03", "n01"]) == {"n01": 0, "n02": 1, "n03": 2}
+    allowed = _class_mask((None, 1), ["n02", "n01", None], 2, label_classes(["n02", "n01"]))
+    assert allowed.tolist() == [[True, True], [True, False], [True, False]]
 
 
 def test_top_level_blocks_are_the_papers_eight_caffenet_spaces():

@@ -118,3 +118,24 @@ def test_a_store_whose_server_never_answers_gives_up_within_budget_plus_one_atte
         proxy.close()
     assert proxy.refused >= 2  # several attempts, each ended by the client's read timeout
     assert policy.budget_s <= elapsed <= policy.budget_s + policy.attempt_timeout_s + 0.5
+
+
+def test_image_reads_of_topk_and_nearest_hold_the_budget_when_storage_hangs():
+    """The images `topk`/`nearest` read go through the same bounded clients: a hanging server stops the
+    listing and the reads within budget + one attempt, instead of inside s3fs's own retries."""
+    from pipelines.imagesets import list_image_set, read_images
+
+    proxy = FlakyProxy(free_port())
+    proxy.outage(hang=True)
+    policy = RetryPolicy(budget_s=2)
+    options = {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"}
+    try:
+        for call in (lambda: list_image_set("s3://bucket/images/", options, policy),
+                     lambda: read_images(["s3://bucket/images/a.jpg"], options, policy)):
+            t0 = time.monotonic()
+            with pytest.raises(StorageError, match=r"s3://bucket/images.*still failing after"):
+                call()
+            assert policy.budget_s <= time.monotonic() - t0 <= policy.budget_s + policy.attempt_timeout_s + 0.5
+    finally:
+        proxy.restore()
+        proxy.close()

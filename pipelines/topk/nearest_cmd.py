@@ -26,7 +26,8 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--spaces", help="comma-separated: 'pixel' and/or layer paths; default: pixel and every "
                                     "top-level block of the net")
     g.add_argument("--same-class", action="store_true",
-                   help="a logit unit's images get neighbours of that class only (labels that are class indices)")
+                   help="a logit unit's images get neighbours of that class only (integer labels are class "
+                        "indices; names count by sorted position, as torchvision's ImageFolder)")
     g.add_argument("--k", type=int, default=1, help="neighbours per synthesized image and space")
     g = add_execution_flags(p)
     p.set_defaults(out=None)

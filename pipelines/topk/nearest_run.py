@@ -51,7 +51,7 @@ from .figures import neighbour_sheet
 from .records import NearestShard
 from .shards import CommandSummary, Workers, cut_crops, make_shards, run_pass
 from .topk_run import command_record, log_ignored
-from .worker import PIXEL, ImageWorker, NearestJob, Queries, default_batch_size
+from .worker import PIXEL, ImageWorker, NearestJob, Queries, default_batch_size, label_classes
 
 __all__ = ["NearestSpec", "NearestPlan", "Query", "plan_nearest", "run_nearest", "top_level_blocks"]
 
@@ -78,8 +78,11 @@ class NearestSpec:
     address: str = "local"
     storage_retry_s: float = 120.0
 
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(budget_s=self.storage_retry_s)
+
     def store(self, uri: str | None = None) -> Store:
-        return Store(uri or self.out or self.atlas, self.storage_options, RetryPolicy(budget_s=self.storage_retry_s))
+        return Store(uri or self.out or self.atlas, self.storage_options, self.retry())
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,16 @@ class NearestPlan:
     same_class: bool
     run_id: str
     notes: list[str]
+    label_classes: dict[str, int] = field(default_factory=dict)  # for --same-class (worker.label_classes)
 
     @property
     def model(self) -> str:
         return safe_segment(model_slug(self.net.model), "model")
+
+
+def _first_few(classes: Mapping[str, int], n: int = 3) -> str:
+    shown = [f"{lab} -> {i}" for lab, i in list(classes.items())[:n]]
+    return ", ".join(shown) + (", ..." if len(classes) > n else "")
 
 
 def top_level_blocks(net: nn.Module, layers: Mapping[str, Any]) -> list[str]:
@@ -179,7 +188,7 @@ def plan_nearest(spec: NearestSpec) -> NearestPlan:
     for s in spaces:
         if s != PIXEL and s not in target.layers:
             raise unknown_layer(s, model)
-    images = list_image_set(spec.images, spec.storage_options)
+    images = list_image_set(spec.images, spec.storage_options, spec.retry())
     notes = []
     same_class = spec.same_class
     if same_class and not any(q.klass is not None for q in queries):
@@ -189,11 +198,15 @@ def plan_nearest(spec: NearestSpec) -> NearestPlan:
         notes.append(f"--same-class: the images under {spec.images!r} carry no labels (a 'label' column or "
                      "class folders); neighbours come from all images")
         same_class = False
+    classes = label_classes([s.label for s in images.sources]) if same_class else {}
+    if not all(lab.strip().isdigit() for lab in classes):
+        notes.append(f"--same-class: the labels are names, so class i is the i-th of the {len(classes)} sorted "
+                     f"names (torchvision ImageFolder's rule): {_first_few(classes)}")
     key = json.dumps([model, target.weights_sha256, target.entry.preprocessing.describe(), spaces, spec.k,
                       same_class, spec.images, images.digest, [q.image for q in queries]])
     run_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     spec.store().check_writable()
-    return NearestPlan(spec, net, target, queries, spaces, images, same_class, run_id, notes)
+    return NearestPlan(spec, net, target, queries, spaces, images, same_class, run_id, notes, classes)
 
 
 def run_nearest(plan: NearestPlan, *, log=print) -> CommandSummary:
@@ -220,7 +233,8 @@ def run_nearest(plan: NearestPlan, *, log=print) -> CommandSummary:
 
     def submit(actor, shard):
         batch = spec.batch_size or default_batch_size(workers.on_gpu)
-        return actor.nearest.remote(NearestJob(shard, plan.spaces, spec.k, batch, classes, dict(spec.storage_options)))
+        return actor.nearest.remote(NearestJob(shard, plan.spaces, spec.k, batch, classes, plan.label_classes,
+                                               dict(spec.storage_options), spec.retry()))
 
     def merge(p: NearestShard) -> None:
         state[:] = [state[0].merge(p) if state else p]
@@ -267,7 +281,8 @@ def _write_sheets(plan: NearestPlan, store: Store, rows: list[dict], workers: Wo
     wanted = {r["_index"]: [(0, 0, *size)] for r in first.values()}
     tiles: dict[int, Image.Image] = {}
     cut_crops(workers, [s.uri for s in plan.images.sources], wanted, dict(plan.spec.storage_options),
-              lambda i, _b, png: tiles.__setitem__(i, Image.open(io.BytesIO(png)).convert("RGB")), log)
+              lambda i, _b, png: tiles.__setitem__(i, Image.open(io.BytesIO(png)).convert("RGB")), log,
+              retry=plan.spec.retry())
     atlas = plan.spec.store(plan.spec.atlas)
     for q in plan.queries:
         synthetic = Image.open(io.BytesIO(atlas.read_bytes(q.image))).convert("RGB")

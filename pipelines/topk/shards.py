@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from models.retry import RetryPolicy
+
 from ..dispatch import ACTOR_OPTIONS, dispatch
 from ..imagesets import ImageSet
 from ..progress import Progress
@@ -165,9 +167,10 @@ def run_pass(store: Store, prefix: str, shards: Sequence[Shard], payload: type, 
 
 def cut_crops(workers: Workers, sources: Sequence[str], wanted: dict[int, list[tuple[int, int, int, int]]],
               storage_options, on_crop: Callable[[int, int, bytes], None], log=print,
-              per_job: int = 16) -> set[int]:
+              per_job: int = 16, retry=None) -> set[int]:
     """Cut `wanted` boxes (source index -> boxes) from the net's input view of each image on the workers;
-    `on_crop(index, box number, png)` on the driver. Returns the indices that could not be read now."""
+    `on_crop(index, box number, png)` on the driver; `retry` (a RetryPolicy) bounds each read. Returns the
+    indices that could not be read now."""
     from .worker import CropJob
 
     order = sorted(wanted)
@@ -176,7 +179,7 @@ def cut_crops(workers: Workers, sources: Sequence[str], wanted: dict[int, list[t
 
     def submit(actor, job):
         return actor.crops.remote(CropJob(tuple(sources[i] for i in job), tuple(tuple(wanted[i]) for i in job),
-                                          storage_options))
+                                          storage_options, retry or RetryPolicy()))
 
     def on_result(job, value) -> None:
         pngs, failed = value

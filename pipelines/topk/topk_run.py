@@ -64,8 +64,11 @@ class TopkSpec:
     address: str = "local"
     storage_retry_s: float = 120.0
 
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(budget_s=self.storage_retry_s)
+
     def store(self) -> Store:
-        return Store(self.out, self.storage_options, RetryPolicy(budget_s=self.storage_retry_s))
+        return Store(self.out, self.storage_options, self.retry())
 
 
 @dataclass
@@ -134,7 +137,7 @@ def plan_topk(spec: TopkSpec) -> TopkPlan:
         _positive(name.replace("_", "-"), getattr(spec, name))
     target = load_net(spec.net.entry(), spec.net.weights, storage_options=spec.storage_options)
     sel = selection(spec.layers, spec.units, spec.layer_units, target, spec.net.model)
-    images = list_image_set(spec.images, spec.storage_options)
+    images = list_image_set(spec.images, spec.storage_options, spec.retry())
     geometry, note = geometry_of(target, [layer for layer, _ in sel])
     snapshot = snapshot_name(spec.snapshot, target.weights_uri)
     model = safe_segment(model_slug(spec.net.model), "model")
@@ -184,7 +187,7 @@ def run_topk(plan: TopkPlan, *, log=print) -> CommandSummary:
 
     def submit(actor, shard):
         batch = spec.batch_size or default_batch_size(workers.on_gpu)
-        return actor.topk.remote(TopkJob(shard, layers, spec.k, batch, dict(spec.storage_options)))
+        return actor.topk.remote(TopkJob(shard, layers, spec.k, batch, dict(spec.storage_options), spec.retry()))
 
     def merge(part: TopkShard) -> None:
         state[:] = [state[0].merge(part) if state else part]
@@ -219,7 +222,8 @@ def _write_outputs(plan: TopkPlan, store: Store, result: TopkShard, workers: Wor
     with ThreadPoolExecutor(max_workers=8) as pool:
         writes = []
         lost = cut_crops(workers, sources, wanted, dict(spec.storage_options),
-                         lambda i, b, png: writes.append(pool.submit(store.write_bytes, paths[i][b], png)), log)
+                         lambda i, b, png: writes.append(pool.submit(store.write_bytes, paths[i][b], png)), log,
+                         retry=spec.retry())
         for w in writes:
             w.result()  # a storage fault stops the run here, before any table names the crop
     missing = {p for i in lost for p in paths[i]}

@@ -17,7 +17,7 @@ import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from PIL import Image
 from models.capture import Capture
 from models.inference import inference_copy
 from models.loading import load_net
+from models.retry import RetryPolicy
 from tasks.actor import NetSpec, pick_device
 from tasks.quantiles import UnitStats
 from tasks.topk import TopK, unit_maxima
@@ -37,7 +38,8 @@ from ..storage import Store
 from .records import NearestShard, TopkShard
 from .shards import Shard, ShardResult
 
-__all__ = ["ImageWorker", "TopkJob", "NearestJob", "CropJob", "Queries", "PIXEL", "default_batch_size"]
+__all__ = ["ImageWorker", "TopkJob", "NearestJob", "CropJob", "Queries", "PIXEL", "default_batch_size",
+           "label_classes"]
 
 PIXEL = "pixel"  # the pixel space of `nearest`: the net's input-sized [0, 1] RGB image
 
@@ -55,6 +57,7 @@ class TopkJob:
     k: int
     batch_size: int
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # reading the images (--storage-retry-s)
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,10 @@ class NearestJob:
     spaces: tuple[str, ...]  # PIXEL or layer paths
     k: int
     batch_size: int
-    classes: tuple[int | None, ...] = ()  # per synthesized image: only real images of this label (same-class)
+    classes: tuple[int | None, ...] = ()  # per synthesized image: only real images of this class (same-class)
+    label_classes: Mapping[str, int] = field(default_factory=dict)  # a real image's label -> its class index
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class CropJob:
     sources: tuple[str, ...]
     boxes: tuple[tuple[tuple[int, int, int, int], ...], ...]  # per source: (y0, x0, y1, x1) boxes, half-open
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,14 @@ class Queries:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def label_class(label: str | None) -> int | None:
-    """A label that names a class index ('285', or an integer Parquet label), else None."""
-    return int(label) if label is not None and label.strip().isdigit() else None
+def label_classes(labels: Sequence[str | None]) -> dict[str, int]:
+    """Each distinct label's class index: the label itself when every label is an integer ('285', or an
+    integer Parquet label); otherwise its position among the sorted distinct labels, torchvision
+    ImageFolder's rule (ImageNet's synset folders n01440764 ... n15075141 give the indices 0 ... 999)."""
+    distinct = sorted({lab for lab in labels if lab is not None})
+    if all(lab.strip().isdigit() for lab in distinct):
+        return {lab: int(lab) for lab in distinct}
+    return {lab: i for i, lab in enumerate(distinct)}
 
 
 class ImageWorker:
@@ -106,23 +117,23 @@ class ImageWorker:
     def ping(self) -> str:
         return str(self.device)
 
-    def _decode(self, sources, storage_options) -> tuple[list[int], torch.Tensor, list[tuple[str, str]]]:
-        images, failed = read_images(sources, storage_options)
+    def _decode(self, sources, job) -> tuple[list[int], torch.Tensor, list[tuple[str, str]]]:
+        images, failed = read_images(sources, job.storage_options, job.retry)
         ok = [i for i, img in enumerate(images) if img is not None]
         x = torch.from_numpy(np.stack([to_model_input(images[i], self.size) for i in ok])) if ok else None
         return ok, x, failed
 
-    def _batches(self, shard: Shard, storage_options, batch_size: int, failed: list
-                 ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    def _batches(self, job: TopkJob | NearestJob, failed: list) -> Iterator[tuple[list[int], torch.Tensor]]:
         """(positions in the shard, [B, 3, H, W] [0, 1] images on the device) per batch of readable images."""
-        starts = range(0, len(shard.sources), batch_size)
+        sources, size = job.shard.sources, job.batch_size
+        starts = range(0, len(sources), size)
         pending = None
         for n, b in enumerate(starts):
             if pending is None:
-                pending = self._pool.submit(self._decode, shard.sources[b:b + batch_size], storage_options)
+                pending = self._pool.submit(self._decode, sources[b:b + size], job)
             ok, x, bad = pending.result()
-            pending = (self._pool.submit(self._decode, shard.sources[starts[n + 1]:starts[n + 1] + batch_size],
-                                         storage_options) if n + 1 < len(starts) else None)
+            pending = (self._pool.submit(self._decode, sources[starts[n + 1]:starts[n + 1] + size], job)
+                       if n + 1 < len(starts) else None)
             failed += bad
             if ok:
                 yield [b + i for i in ok], x.to(self.device).contiguous(memory_format=torch.channels_last)
@@ -149,7 +160,7 @@ class ImageWorker:
 
         net = self._inference_net(list(parts))
         with Capture(net, list(parts), model_name=self.spec.model, reduce=maxima) as cap:
-            for pos, x in self._batches(job.shard, job.storage_options, job.batch_size, failed):
+            for pos, x in self._batches(job, failed):
                 acts = cap(self.net.to_input(x))
                 positions += pos
                 for layer, parts_of in parts.items():
@@ -200,13 +211,13 @@ class ImageWorker:
         dists: dict[str, list[torch.Tensor]] = {s: [] for s in job.spaces}
         layers = [s for s in job.spaces if s != PIXEL]
         with self._capture(layers) as cap:
-            for pos, x in self._batches(job.shard, job.storage_options, job.batch_size, failed):
+            for pos, x in self._batches(job, failed):
                 positions += pos
                 for s, codes in self._codes(cap, x, job.spaces).items():
                     dists[s].append(torch.cdist(codes.double(), queries[s].double()).cpu())  # [B, Q]
         index = job.shard.start + np.asarray(positions, np.int64)
         n_queries = len(next(iter(queries.values())))
-        allowed = _class_mask(job.classes, [job.shard.labels[p] for p in positions], n_queries)
+        allowed = _class_mask(job.classes, [job.shard.labels[p] for p in positions], n_queries, job.label_classes)
         spaces = {}
         for s, chunks in dists.items():
             d = torch.cat(chunks).numpy() if chunks else np.zeros((0, n_queries))
@@ -216,7 +227,7 @@ class ImageWorker:
     def crops(self, job: CropJob) -> tuple[list[list[bytes]], list[tuple[str, str]]]:
         """PNG bytes of each box of each source, cut from the net's input view of the image (empty lists for
         the sources that could not be read), and (source, reason) for those."""
-        images, failed = read_images(job.sources, job.storage_options)
+        images, failed = read_images(job.sources, job.storage_options, job.retry)
         out = []
         for img, boxes in zip(images, job.boxes):
             if img is None:
@@ -234,11 +245,12 @@ def _exact_or_resized(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (img.astype(np.float32) / 255.0).transpose(2, 0, 1)
 
 
-def _class_mask(classes: tuple[int | None, ...], labels: list[str | None], n_queries: int) -> np.ndarray:
+def _class_mask(classes: tuple[int | None, ...], labels: list[str | None], n_queries: int,
+                label_classes: Mapping[str, int]) -> np.ndarray:
     """[N, Q] booleans: may real image n be a neighbour of query q (same-class restriction)."""
     allowed = np.ones((len(labels), n_queries), bool)
     if classes:
-        real = np.array([label_class(lab) if label_class(lab) is not None else -1 for lab in labels])
+        real = np.array([label_classes.get(lab, -1) if lab is not None else -1 for lab in labels])
         for q, c in enumerate(classes):
             if c is not None:
                 allowed[:, q] = real == c
