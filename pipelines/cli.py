@@ -17,6 +17,7 @@ import tomllib
 from models.errors import StorageError, UserInputError
 
 from . import atlas_cmd
+from .snapshots import snapshots_cmd
 from .topk import nearest_cmd, topk_cmd
 from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value
 from .atlas_cmd import tuned
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(p)
 
     atlas_cmd.add_subcommand(sub)
+    snapshots_cmd.add_subcommand(sub)
     topk_cmd.add_subcommand(sub)
     nearest_cmd.add_subcommand(sub)
 
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
-                   "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run}[args.command]
+                   "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run,
+                   "snapshots": snapshots_cmd.run}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)
