@@ -165,6 +165,9 @@ class Sweep:
             self.failed.pop(ckpt.rel, None)
             self.totals.present += len(items) - len(missing)
             taken.append(ckpt)
+        present = sum(self.snapshots[c.label]["items"] for c in taken) - len(todo)
+        if todo and present:
+            self.log(f"resuming: skipping {present} items already under {self.spec.atlas.out}; {len(todo)} to go")
         if todo:
             self.log(f"snapshots {', '.join(c.label for c in taken if c.label in weights)}: {len(todo)} items")
             self._write_manifest("running", force=True)
