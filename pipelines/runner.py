@@ -127,13 +127,15 @@ class Synthesized:
     load_s: float = 0.0
 
 
-def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None) -> ActorPool:
-    """Join or start Ray (`spec.address`) and start the actors, each holding `net` (default `spec.net`)."""
+def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
+                 actor_class: type = SynthesisActor) -> ActorPool:
+    """Join or start Ray (`spec.address`) and start the actors (`actor_class`, a SynthesisActor), each holding
+    `net` (default `spec.net`)."""
     init_ray(spec.address)
     n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
     on_gpu = "num_gpus" in resources
     threads = None if on_gpu else resources["num_cpus"]
-    actor_cls = ray.remote(SynthesisActor).options(**resources, **ACTOR_OPTIONS)
+    actor_cls = ray.remote(actor_class).options(**resources, **ACTOR_OPTIONS)
     actors = [actor_cls.remote(net or spec.net, threads=threads, code_upper=code_upper) for _ in range(n_actors)]
     return ActorPool(actors, spec.batch_size or (64 if on_gpu else 8))
 

@@ -112,8 +112,11 @@ def snapshot_name(snapshot: str | None, weights_uri: str) -> str:
     return safe_segment(stem or "weights", "snapshot")
 
 
-def plan(spec: AtlasSpec) -> Plan:
-    """Validate `spec` against the network and storage, and list every (key, work item) of the run."""
+def plan(spec: AtlasSpec, *, target: LoadedNet | None = None, extra_hp: Mapping[str, Any] | None = None) -> Plan:
+    """Validate `spec` against the network and storage, and list every (key, work item) of the run.
+
+    `target`: the net already loaded by a caller that loads its own kind of model (video models), whose
+    `layers` give one time step's shapes; `extra_hp`: that caller's settings, added to every key."""
     if spec.seeds < 1:
         raise UserInputError(f"--seeds {spec.seeds} must be at least 1")
     if spec.steps < 1:
@@ -121,14 +124,15 @@ def plan(spec: AtlasSpec) -> Plan:
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserInputError(f"--batch-size {spec.batch_size} must be at least 1")
     entry = spec.net.entry()
-    target = load_net(entry, spec.net.weights, storage_options=spec.storage_options, retry=spec.retry())
+    if target is None:
+        target = load_net(entry, spec.net.weights, storage_options=spec.storage_options, retry=spec.retry())
     config, code_upper, generator = spec.config, None, None
     if spec.method == "dgn":
         generator, code_upper, config = _prepare_dgn(spec)
     selection = _selection(spec, entry)
     snapshot = snapshot_name(spec.snapshot, target.weights_uri)
     hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(), **spec.objective.hyperparams(),
-                           **generator_hp(spec.net, generator)})
+                           **generator_hp(spec.net, generator), **(extra_hp or {})})
     slug = safe_segment(model_slug(spec.net.model), "model")
     items: list[tuple[ItemKey, WorkItem]] = []
     for layer, units_spec in selection:

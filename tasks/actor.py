@@ -141,17 +141,18 @@ class SynthesisActor:
         """The batch's parameterization (initialised from each item's seed) and per-item objective."""
         objective = per_item([batch.objective.build(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x)
                               for w in batch.items])
-        seeds = [w.seed for w in batch.items]
+        return self.parameterization(batch.config, [w.seed for w in batch.items]), objective
+
+    def parameterization(self, config: ImageAMConfig | DGNConfig, seeds: list[int]) -> Parameterization:
+        """The method's parameters for one net-sized image per seed (an item, or a video frame)."""
         size = self.preprocessing.size
-        if isinstance(batch.config, DGNConfig):
+        if isinstance(config, DGNConfig):
             if self.generator is None:
                 raise ValueError("this actor was started without a generator; DGN-AM batches need one")
             g = self.generator
-            param = dgn_parameterization(batch.config, g.net, g.entry.to_image01, g.entry.code_shape, seeds,
-                                         size, self.device, self.code_upper)
-        else:
-            param = image_parameterization(batch.config, seeds, size, self.preprocessing.mean01_rgb, self.device)
-        return param, objective
+            return dgn_parameterization(config, g.net, g.entry.to_image01, g.entry.code_shape, seeds, size,
+                                        self.device, self.code_upper)
+        return image_parameterization(config, seeds, size, self.preprocessing.mean01_rgb, self.device)
 
     def inverse(self, job: InverseJob) -> tuple[InverseResult, float]:
         """Run one inverse-set job (tasks/inverse.py); returns the result and the seconds it took."""
