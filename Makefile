@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: atlas test test-fast install bench bench-topk clean
+.PHONY: atlas test test-fast install bench bench-topk bench-report browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,9 +19,16 @@ install: $(STAMP)
 
 atlas: $(STAMP)
 	$(BIN)/neuron-atlas atlas --out ./atlas-out $(ARGS)
-	@echo "results: ./atlas-out (images/ PNGs, units/ and activations/ Parquet, manifest.json)"
+	$(BIN)/neuron-atlas report ./atlas-out
+	@echo "results: ./atlas-out (images/ PNGs, units/ and activations/ Parquet, manifest.json); the browsable atlas: ./atlas-out/site/index.html"
 
-test: $(STAMP)
+# Debian's chromium and chromium-driver: the report's browser tests and benchmark drive them (apt, as root or with sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: $(STAMP)
@@ -35,12 +42,17 @@ $(BENCH_DEPS): $(STAMP)
 	$(BIN)/pip install -q --target .bench-deps ipython
 	@touch $(BENCH_DEPS)
 
-bench: $(BENCH_DEPS)
+bench: $(BENCH_DEPS) browser
 	PYTHONPATH=.bench-deps $(BIN)/python -m benchmarks.run $(ARGS)
 
 # the top-k benchmark alone (make bench runs it too; --skip-topk leaves it out there)
 bench-topk: $(STAMP)
 	$(BIN)/python -m benchmarks.topk_bench $(ARGS)
+
+# the report benchmark alone: a synthetic 10,000-unit layer, site generation and the layer page in headless Chromium
+# (make bench runs it too; --skip-report leaves it out there)
+bench-report: $(STAMP) browser
+	$(BIN)/python -m benchmarks.report_bench $(ARGS)
 
 clean:
 	rm -rf atlas-out

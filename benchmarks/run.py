@@ -10,7 +10,9 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
   5. pipeline overhead through Ray on a 200-item run (wall time the actor was not synthesizing), peak memory;
   6. readable pictures (benchmarks/quality.py): ten classes by every method, scored for view robustness,
      contrast and colourfulness, with a contact sheet, and the lucid style's speed against Lucent's
-     render_vis at matched work, end to end.
+     render_vis at matched work, end to end;
+  7. the top-k benchmark (benchmarks/topk_bench.py) and the report benchmark (benchmarks/report_bench.py: a
+     10,000-unit layer's site generation and its page in headless Chromium), unless --skip-topk/--skip-report.
 Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
 """
 
@@ -36,6 +38,7 @@ from tasks.image_am import ImageAMConfig
 
 from .lucent_peer import lucent_available, plain_model, time_lucent
 from .quality import measure_quality, quality_report
+from .report_bench import measure_report, report_lines
 from .topk_bench import measure_topk, topk_report
 
 MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
@@ -179,6 +182,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quality-only", action="store_true", help="only the readable-pictures comparison")
     ap.add_argument("--sheet", default="docs/quality-sheet.png", help="where the quality contact sheet goes")
     ap.add_argument("--skip-topk", action="store_true", help="skip the top-k dataset-examples benchmark")
+    ap.add_argument("--skip-report", action="store_true",
+                    help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     args = ap.parse_args(argv)
     q = args.quick
     per_layer, steps, batch = (4, 5, 4) if q else (8, 20, 8)
@@ -232,6 +237,8 @@ def main(argv=None) -> int:
     if not args.skip_ray:
         results["ray"] = ray_overhead(40 if q else 200, 5 if q else 20, log)
     _topk(args, results, log)
+    if not args.skip_report:
+        results["report"] = measure_report(1_000 if args.quick else 10_000, log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -315,6 +322,8 @@ def report(r: dict) -> str:
         lines += quality_report(r["quality"])
     if "topk" in r:
         lines += topk_report(r["topk"])
+    if "report" in r:
+        lines += report_lines(r["report"])
     lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
               + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
     return "\n".join(lines)

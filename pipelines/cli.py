@@ -18,6 +18,7 @@ from models.errors import StorageError, UserInputError
 
 from . import atlas_cmd
 from .snapshots import snapshots_cmd
+from .report import report_cmd
 from .topk import nearest_cmd, topk_cmd
 from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value
 from .atlas_cmd import tuned
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots_cmd.add_subcommand(sub)
     topk_cmd.add_subcommand(sub)
     nearest_cmd.add_subcommand(sub)
+    report_cmd.add_subcommand(sub)
 
     p = sub.add_parser("inverse", help="inverse-set samples: many diverse images with activations in [Z1, Z2]")
     add_model_flags(p)
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
                    "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run,
-                   "snapshots": snapshots_cmd.run}[args.command]
+                   "snapshots": snapshots_cmd.run, "report": report_cmd.run}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)

@@ -42,7 +42,9 @@ class Store:
     def _uri(self, rel: str) -> str:
         return f"{self.uri}/{rel}" if rel else self.uri
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
+    def write_bytes(self, rel: str, data: bytes, content_type: str | None = None) -> None:
+        """Write `data` atomically; `content_type` (e.g. text/html) is stored with S3 and GCS objects, so a
+        static host serves them as what they are (local files carry none)."""
         full = self.path(rel)
         if self.local:
             os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -51,7 +53,17 @@ class Store:
                 f.write(data)
             os.replace(tmp, full)
         else:
-            with_retries(lambda: self.fs.pipe_file(full, data), self._uri(rel), self.retry)
+            meta = _content_type_kwargs(self.fs, content_type)
+            with_retries(lambda: self.fs.pipe_file(full, data, **meta), self._uri(rel), self.retry)
+
+    def remove(self, rel: str) -> None:
+        """Delete one file; a missing file is not an error."""
+        def rm() -> None:
+            try:
+                self.fs.rm_file(self.path(rel))
+            except FileNotFoundError:
+                pass
+        with_retries(rm, self._uri(rel), self.retry)
 
     def read_bytes(self, rel: str) -> bytes:
         """The file's bytes; FileNotFoundError when it does not exist."""
@@ -102,6 +114,18 @@ class Store:
         probe = f".neuron-atlas-probe-{uuid.uuid4().hex}"
         self.write_bytes(probe, b"")
         with_retries(lambda: self.fs.rm_file(self.path(probe)), self._uri(probe), self.retry)
+
+
+def _content_type_kwargs(fs, content_type: str | None) -> dict:
+    """The keyword by which `fs.pipe_file` stores an object's Content-Type (S3: ContentType, GCS: content_type)."""
+    if content_type is None:
+        return {}
+    protocols = _protocols(fs)
+    if "s3" in protocols:
+        return {"ContentType": content_type}
+    if "gs" in protocols or "gcs" in protocols:
+        return {"content_type": content_type}
+    return {}
 
 
 def _protocols(fs) -> tuple:
