@@ -113,10 +113,11 @@ def read_dataset(store: Store, rel: str, columns: list[str] | None = None,
     return with_retries(load, f"{store.uri}/{rel}", store.retry)
 
 
-def done_keys(store: Store) -> set[tuple]:
-    """Key tuples (ItemKey.as_tuple order) of every row already written under `units/`."""
-    table = read_units(store, columns=["model", "snapshot", "layer", "unit", "y", "x", "seed", "method",
-                                       "hyperparams"])
+def done_keys(store: Store, rel: str = "units") -> set[tuple]:
+    """Key tuples (ItemKey.as_tuple order) of every row already written under `rel/` (`units/`; `videos/` for
+    preferred videos)."""
+    table = read_dataset(store, rel, columns=["model", "snapshot", "layer", "unit", "y", "x", "seed", "method",
+                                              "hyperparams"])
     if table.num_rows == 0:
         return set()
     cols = [table.column(c).to_pylist() for c in table.column_names]
