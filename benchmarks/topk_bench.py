@@ -30,12 +30,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.topk.topk_run import TopkSpec
+
 __all__ = ["measure_topk", "topk_report", "LAYERS"]
 
 LAYERS = ("features.10", "features.18", "classifier.1")
 K = 9
 IMAGENET_VAL = 50_000
 IMAGENET_SIZE = (500, 375)  # the typical ImageNet validation image (width, height)
+SHARD = TopkSpec.shard_size  # `topk`'s default shard: the driver merges one result per shard
 
 
 def make_images(folder: str, n: int) -> list[str]:
@@ -168,7 +171,7 @@ def imagenet_estimate(c: dict, units: int, cores: int = 4, gpu_tflops: float = 1
     decode = IMAGENET_VAL * c["decode_s_per_image_core"] / cores
     forward = IMAGENET_VAL * c["gflop_per_image"] / (gpu_tflops * 1e3)
     crops = units * K * (c["crop_s"] + c["decode_s_per_image_core"]) / cores  # at most: one re-read per crop
-    merge = IMAGENET_VAL / 64 * c["merge_s_per_shard"]  # on the driver, while the workers compute
+    merge = IMAGENET_VAL / SHARD * c["merge_s_per_shard"]  # on the driver, while the workers compute
 
     def on(n: int) -> float:
         return max(decode / n, forward / n, merge) + crops / n
@@ -231,7 +234,7 @@ def topk_report(r: dict) -> list[str]:
         lines.append(
             f"- one GPU worker with {cores} CPU cores decoding: decode 50,000 × {dec:.1f} ms / {cores} = "
             f"{e['decode_s']:.0f} s; forward 50,000 × {c['gflop_per_image']:.2f} GFLOP / 10 TFLOP/s = "
-            f"{e['forward_s']:.0f} s; the driver's merge 50,000 / 64 shards × {merge:.0f} ms = {e['merge_s']:.0f} s "
+            f"{e['forward_s']:.0f} s; the driver's merge 50,000 / {SHARD} images a shard × {merge:.0f} ms = {e['merge_s']:.0f} s "
             f"(the three overlap, so the largest counts); crops {r['units']} × {r['k']} × ({crop:.1f} + {dec:.1f}) "
             f"ms / {cores} = {e['crops_s']:.0f} s (at most: examples sharing a picture share its crop); total ≈ "
             f"**{e['one_gpu_s']:.0f} s**; on N such workers max(decode / N, forward / N, merge) + crops / N "
