@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: atlas test test-fast install bench bench-topk bench-report browser clean
+.PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,5 +54,14 @@ bench-topk: $(STAMP)
 bench-report: $(STAMP) browser
 	$(BIN)/python -m benchmarks.report_bench $(ARGS)
 
+# trains a small CNN on scikit-learn's digits while `neuron-atlas snapshots --follow` watches its checkpoints;
+# prints the Spearman correlation of validation accuracy and recognizability (results in ./snapshots-demo)
+snapshots-demo: $(STAMP)
+	$(BIN)/python -m benchmarks.snapshots_demo --out ./snapshots-demo $(ARGS)
+
+# the snapshot-sweep overhead benchmark alone (make bench runs it too; --skip-snapshots leaves it out there)
+bench-snapshots: $(STAMP)
+	$(BIN)/python -m benchmarks.snapshots_bench $(ARGS)
+
 clean:
-	rm -rf atlas-out
+	rm -rf atlas-out snapshots-demo

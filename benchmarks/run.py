@@ -39,6 +39,7 @@ from tasks.image_am import ImageAMConfig
 from .lucent_peer import lucent_available, plain_model, time_lucent
 from .quality import measure_quality, quality_report
 from .report_bench import measure_report, report_lines
+from .snapshots_bench import measure_snapshots, snapshots_report
 from .topk_bench import measure_topk, topk_report
 
 MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
@@ -182,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quality-only", action="store_true", help="only the readable-pictures comparison")
     ap.add_argument("--sheet", default="docs/quality-sheet.png", help="where the quality contact sheet goes")
     ap.add_argument("--skip-topk", action="store_true", help="skip the top-k dataset-examples benchmark")
+    ap.add_argument("--skip-snapshots", action="store_true", help="skip the snapshot-sweep overhead benchmark")
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     args = ap.parse_args(argv)
@@ -239,6 +241,8 @@ def main(argv=None) -> int:
     _topk(args, results, log)
     if not args.skip_report:
         results["report"] = measure_report(1_000 if args.quick else 10_000, log)
+    if not args.skip_snapshots:
+        results["snapshots"] = measure_snapshots(args.quick, log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -322,6 +326,8 @@ def report(r: dict) -> str:
         lines += quality_report(r["quality"])
     if "topk" in r:
         lines += topk_report(r["topk"])
+    if "snapshots" in r:
+        lines += snapshots_report(r["snapshots"])
     if "report" in r:
         lines += report_lines(r["report"])
     lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
