@@ -68,8 +68,8 @@ def serve(root: str | Path):
 
 
 @contextlib.contextmanager
-def chromium(width: int = 1280, height: int = 900):
-    """A headless Chromium session with console and network logging."""
+def chromium(width: int = 1280, height: int = 900, javascript: bool = True):
+    """A headless Chromium session with console and network logging (`javascript=False`: scripts off)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -82,6 +82,8 @@ def chromium(width: int = 1280, height: int = 900):
                 f"--window-size={width},{height}", "--hide-scrollbars", "--no-first-run"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(service=Service(paths[1]), options=options)
     try:
         yield driver
