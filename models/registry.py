@@ -58,7 +58,7 @@ def register(entry) -> None:
 
 def registry() -> dict[str, object]:
     """A copy of the registry, name -> entry (generators included once their module is imported)."""
-    from . import generators  # noqa: F401  (registers the generator entries)
+    from . import generators, video_demo  # noqa: F401  (register the generator and demo video entries)
 
     return dict(_REGISTRY)
 

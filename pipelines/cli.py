@@ -20,6 +20,7 @@ from . import atlas_cmd
 from .snapshots import snapshots_cmd
 from .report import report_cmd
 from .topk import nearest_cmd, topk_cmd
+from .video import video_cmd
 from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value
 from .atlas_cmd import tuned
 
@@ -37,12 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("layers", help="list addressable layers with unit counts and spatial sizes")
     add_model_flags(p)
+    p.add_argument("--video", action="store_true", help="the model takes clips [B, T, 3, H, W] (registered "
+                   "video models are recognised without it): list layers with their time layout")
 
     atlas_cmd.add_subcommand(sub)
     snapshots_cmd.add_subcommand(sub)
     topk_cmd.add_subcommand(sub)
     nearest_cmd.add_subcommand(sub)
     report_cmd.add_subcommand(sub)
+    video_cmd.add_subcommand(sub)
 
     p = sub.add_parser("inverse", help="inverse-set samples: many diverse images with activations in [Z1, Z2]")
     add_model_flags(p)
@@ -144,6 +148,8 @@ def _cmd_layers(args) -> int:
     from models.registry import resolve_model
 
     entry = resolve_model(args.model, input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
+    if args.video or getattr(entry, "kind", None) == "video":
+        return video_cmd.list_layers(args)
     # the layer table needs the architecture only: without --weights, no file is read and nothing re-initialized
     net = load_net(entry, args.weights or BUILT_WEIGHTS, storage_options=dict(args.storage_option))
     print(format_layers(net.layers))
@@ -237,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
                    "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run,
-                   "snapshots": snapshots_cmd.run, "report": report_cmd.run}[args.command]
+                   "snapshots": snapshots_cmd.run, "report": report_cmd.run,
+                   "video": video_cmd.run}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)

@@ -30,7 +30,7 @@ from .sink import done_keys, write_batch
 from .spec import AtlasSpec, Plan
 
 __all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
-           "Synthesized", "start_actors", "synthesize", "run_id_of"]
+           "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs"]
 
@@ -169,20 +169,26 @@ def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey
     return done
 
 
+def remaining(plan: Plan, done: set[tuple], log=print, noun: str = "items") -> list[tuple[ItemKey, WorkItem]]:
+    """The plan's items whose keys are not in `done`, in order; says so when a run resumes."""
+    todo = [(k, w) for k, w in plan.items if k.as_tuple() not in done]
+    skipped = len(plan.items) - len(todo)
+    if todo and skipped:
+        log(f"resuming: skipping {skipped} of {len(plan.items)} {noun} already under {plan.spec.out}; "
+            f"{len(todo)} to go")
+    return todo
+
+
 def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     """Synthesize every item of `plan` not yet under --out; returns the accounting summary."""
     spec = plan.spec
     store = spec.store()
     t0 = time.perf_counter()
     store.remove_stale_temporaries()
-    done = done_keys(store)
-    todo = [(k, w) for k, w in plan.items if k.as_tuple() not in done]
+    todo = remaining(plan, done_keys(store), log)
     skipped = len(plan.items) - len(todo)
     if not todo:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)
-    if skipped:
-        log(f"resuming: skipping {skipped} of {len(plan.items)} items already under {spec.out}; "
-            f"{len(todo)} to go")
     run_id = run_id_of(plan)
     write_manifest(store, run_id, run_record(plan), status="running")
 
