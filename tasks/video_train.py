@@ -18,7 +18,7 @@ from torch import nn
 
 from .activities import Clips, make_clips
 
-__all__ = ["clip_logits", "train_video_classifier", "accuracy"]
+__all__ = ["clip_logits", "train_video_classifier", "accuracy", "first_classes"]
 
 
 def clip_logits(net: nn.Module, clips01: torch.Tensor, normalize: nn.Module) -> torch.Tensor:
@@ -29,16 +29,26 @@ def clip_logits(net: nn.Module, clips01: torch.Tensor, normalize: nn.Module) -> 
     return out.mean(1) if out.dim() == 3 else out
 
 
+def first_classes(data: Clips, label: str, classes: int | None, n: int) -> Clips:
+    """The first `n` clips whose `label` is below `classes` (all clips when None)."""
+    if classes is None:
+        return data
+    keep = (getattr(data, label) < classes).nonzero().flatten()[:n]
+    return Clips(data.clips[keep], data.motion[keep], data.shape[keep])
+
+
 def train_video_classifier(net: nn.Module, label: str, normalize: nn.Module, *, steps: int = 400,
                            batch: int = 32, lr: float = 3e-3, frames: int = 16, size: int = 32, seed: int = 0,
-                           log: Callable[[str], None] | None = None) -> list[dict]:
-    """Train `net` in place on clips labelled by `label` ('motion' or 'shape'); returns the loss history."""
+                           classes: int | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Train `net` in place on clips labelled by `label` ('motion' or 'shape'), only those of the first
+    `classes` labels when given (e.g. 2: left and right); returns the loss history."""
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     history, t0 = [], time.perf_counter()
     for step in range(steps):
-        data = make_clips(batch, seed * 1_000_003 + step, frames, size)
+        draw = batch if classes is None else batch * 8 // classes
+        data = first_classes(make_clips(draw, seed * 1_000_003 + step, frames, size), label, classes, batch)
         target = getattr(data, label)
         logits = clip_logits(net, data.clips, normalize)
         loss = F.cross_entropy(logits, target)

@@ -29,6 +29,22 @@ def run_cli(*args, cwd, env=None, check=True, timeout=900) -> subprocess.Complet
     return proc
 
 
+def tree_digest(out: Path) -> dict:
+    """{relative path: SHA-256} of every file under `out`."""
+    import hashlib
+
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def assert_rerun_does_nothing(args, out: Path, cwd) -> None:
+    """Running the same command again prints `nothing to do` and leaves every file under `out` as it was."""
+    before = tree_digest(out)
+    again = run_cli(*args, cwd=cwd)
+    assert "nothing to do" in again.stdout
+    assert tree_digest(out) == before
+
+
 def start_cli(*args, cwd, env=None, log=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=cwd, env=cli_env(env),
                             stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)

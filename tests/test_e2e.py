@@ -1,6 +1,5 @@
 """End to end through the CLI, Ray and real MobileNetV2 weights (marked integration)."""
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from models.loading import load_net
 from models.registry import resolve_model
 from pipelines.photos import offline_photos, to_model_input
 from pipelines.sink import PARTITIONING
-from tests.helpers import run_cli, unit_rows
+from tests.helpers import assert_rerun_does_nothing, run_cli, unit_rows
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +24,6 @@ def cli(*args, cwd):
 
 def units_table(out: Path):
     return unit_rows(str(out))
-
-
-def tree_digest(out: Path) -> dict:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 REQUIRED = {"model", "snapshot", "layer", "unit", "y", "x", "seed", "method", "objective", "activation_start",
@@ -62,10 +56,7 @@ def test_atlas_writes_one_row_and_png_per_key_and_reruns_do_nothing(tmp_path):
     assert {len(v) for v in acts.column("activation").to_pylist()} == {24, 1000}
     assert "done: 10 items" in first.stdout
 
-    before = tree_digest(out)
-    second = cli(*args, cwd=tmp_path)
-    assert "nothing to do" in second.stdout
-    assert tree_digest(out) == before
+    assert_rerun_does_nothing(args, out, tmp_path)
 
 
 def test_dgn_am_runs_through_ray(tmp_path):

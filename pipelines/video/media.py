@@ -71,18 +71,22 @@ def mp4_bytes(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
     return buf.getvalue()
 
 
-def decode_frames(data: bytes, name: str = "") -> np.ndarray:
-    """Every frame of a video file (MP4 or any container PyAV opens; animated WebP) as uint8 [T, H, W, 3].
-    Raises ValueError for bytes that hold no decodable video frames."""
+def decode_frames(data: bytes, first_only: bool = False) -> np.ndarray:
+    """Every frame of a video file (MP4 or any container PyAV opens; animated WebP) as uint8 [T, H, W, 3]
+    (only the first with `first_only`: a cheap check). ValueError for bytes with no decodable video frame."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return webp_frames(data)
+        return webp_frames(data)[:1] if first_only else webp_frames(data)
     import av
 
+    frames = []
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
                 raise ValueError("no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            for f in container.decode(video=0):
+                frames.append(f.to_ndarray(format="rgb24"))
+                if first_only:
+                    break
     except av.FFmpegError as e:
         raise ValueError(f"{type(e).__name__}: {e}") from e
     if not frames:

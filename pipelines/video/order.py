@@ -32,9 +32,8 @@ from ..progress import Progress
 from ..runner import start_actors
 from ..sink import parquet_bytes
 from ..spec import plan
-from .plan import VideoSpec, load, selected_layers, video_net_spec
+from .plan import VideoPlan, VideoSpec, load, selected_layers, video_net_spec
 from .run import video_record
-from .plan import VideoPlan
 from .sources import list_videos, read_video
 
 __all__ = ["OrderSummary", "run_order", "SHARD"]
@@ -73,6 +72,8 @@ def run_order(spec: VideoSpec, videos_uri: str, *, log=print) -> OrderSummary:
     if store.find("video-order", rel.rsplit("/", 1)[1]):
         return OrderSummary(rel, len(vs.videos), 0, time.perf_counter() - t0, skipped=True)
     size, v = target.entry.preprocessing.size, spec.video
+    for x in vs.videos:  # an unreadable video stops the run here, before Ray starts and anything is written
+        read_video(vs, x, size, check=True)
     labels = {x.name: x.label for x in vs.videos}
     record = {**video_record(VideoPlan(spec, base, video), command="video --analyze-order"), "videos": vs.uri,
               "videos_digest": vs.digest, "table": rel}

@@ -85,16 +85,18 @@ def pick_frames(total: int, frames: int | None) -> list[int]:
     return [int(i * total / frames) for i in range(frames)]
 
 
-def read_video(vs: VideoSet, video: RealVideo, size: tuple[int, int], frames: int | None = None) -> np.ndarray:
-    """uint8 [T, H, W, 3] at the net's input size (models/video_demo-sized frames pass through untouched)."""
+def read_video(vs: VideoSet, video: RealVideo, size: tuple[int, int], frames: int | None = None,
+               check: bool = False) -> np.ndarray:
+    """uint8 [T, H, W, 3] at the net's input size (frames of that size pass through untouched); `check` decodes
+    only the first frame (and a folder's last), to find unreadable videos before any work starts."""
     where = f"{vs.uri.rstrip('/')}/{video.name}"
     try:
         if len(video.files) == 1 and video.files[0].lower().endswith(VIDEO_SUFFIXES):
-            clip = decode_frames(vs.store.read_bytes(video.files[0]), video.name)
+            clip = decode_frames(vs.store.read_bytes(video.files[0]), first_only=check)
             keep = pick_frames(len(clip), frames)
             out = [fit_frame(clip[i], size) for i in keep]
         else:
-            keep = pick_frames(len(video.files), frames)
+            keep = [0, len(video.files) - 1] if check else pick_frames(len(video.files), frames)
             out = [fit_frame(_image(vs.store.read_bytes(video.files[i])), size) for i in keep]
     except (ValueError, OSError) as e:
         if isinstance(e, UserInputError):
