@@ -142,10 +142,12 @@ def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
 
 def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,
                weights: Mapping[str, str] | None = None,
-               on_batch: Callable[[list[ItemKey], BatchResult], None] | None = None) -> Synthesized:
+               on_batch: Callable[[list[ItemKey], BatchResult], None] | None = None,
+               on_error: Callable[[list[ItemKey], str], None] | None = None) -> Synthesized:
     """Dispatch `todo` in batches that never span a partition, write each finished batch once (then call
     `on_batch`). `weights` maps a snapshot label to the target weights its batches run on; the batches of one
-    snapshot are consecutive, so an actor loads each snapshot's weights once per group of batches."""
+    snapshot are consecutive, so an actor loads each snapshot's weights once per group of batches. A batch
+    whose weights an actor could not load writes nothing and goes to `on_error` (RuntimeError without one)."""
     done = Synthesized()
     progress = Progress(len(todo))
 
@@ -156,6 +158,12 @@ def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey
     with ThreadPoolExecutor(max_workers=8) as threads:
         def on_result(batch, result) -> None:
             keys = [k for k, _ in batch]
+            if result.error is not None:
+                if on_error is None:
+                    raise RuntimeError(result.error)
+                progress.update(len(batch))
+                on_error(keys, result.error)
+                return
             write_batch(store, keys, result.results, spec.steps, result.device, threads)
             done.written += len(batch)
             done.synth_s += result.seconds

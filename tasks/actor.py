@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from models.capture import Capture
+from models.errors import StorageError, UserInputError
 from models.loading import load_net
 from models.registry import resolve_model
 from models.units import Unit
@@ -100,6 +101,7 @@ class BatchResult:
     seconds: float  # time spent synthesizing (the accounting numerator)
     device: str
     load_seconds: float = 0.0  # time spent loading this batch's target weights (0 when already held)
+    error: str | None = None  # the batch's weights could not be loaded (no results): the one-line reason
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -193,7 +195,14 @@ class SynthesisActor:
         return time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
-        load_s = self.use_weights(batch.weights)
+        """Synthesize the batch; when its `weights` cannot be loaded (a snapshot deleted or rewritten since the
+        driver read it), no results and the reason in `error`, so the driver can skip that snapshot."""
+        try:
+            load_s = self.use_weights(batch.weights)
+        except StorageError:
+            raise  # storage is down, not the snapshot: stop the run
+        except UserInputError as e:
+            return BatchResult([], 0.0, str(self.device), error=str(e))
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:

@@ -193,6 +193,8 @@ def test_actor_loads_a_snapshots_weights_once_per_group_of_batches(tmp_path):
     fresh = SynthesisActor(NetSpec("tinynet", weights=paths[1])).run(batch(None))
     assert [r.act_final for r in fresh.results] == [r.act_final for r in results[2].results]
     assert [r.act_final for r in results[0].results] != [r.act_final for r in results[2].results]
+    gone = actor.run(batch(str(tmp_path / "deleted_by_the_trainer.pt")))  # rotated away since the driver read it
+    assert gone.results == [] and "not found" in gone.error and actor.weights == paths[1]
 
 
 @pytest.mark.parametrize("args, message", [

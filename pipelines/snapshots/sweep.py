@@ -12,7 +12,8 @@ follow.py` decides when to call it. Per round:
    truncated, not a checkpoint or of another architecture is named in one line, recorded in the manifest
    under `failed_checkpoints` with its size and stamp, and skipped (again only when it changes);
 4. synthesize the rest through the shared runner: batches grouped by snapshot, each naming its snapshot's
-   weights, so an actor loads a snapshot once per group of batches; actors live across rounds;
+   weights, so an actor loads a snapshot once per group of batches; actors live across rounds. A snapshot
+   that an actor cannot load (deleted or rewritten since step 3) is skipped and recorded like a corrupt one;
 5. record the snapshots in the manifest and refresh the tracking outputs (tracking.py).
 The manifest entry is keyed by the hyperparameters, the selection and the checkpoints prefix.
 """
@@ -110,6 +111,7 @@ class Sweep:
         self.completeness = Completeness(spec.interval)
         self.pool: ActorPool | None = None
         self.processed: set[str] = set()
+        self._ckpts: dict[str, Checkpoint] = {}  # label -> the checkpoint it was taken from, this process
         self.totals = _Totals()
         self._said: set[str] = set()
         self._last_listing: dict | None = None
@@ -164,32 +166,44 @@ class Sweep:
                                           "size": ckpt.size, "items": len(items), "metrics": metrics}
             self.failed.pop(ckpt.rel, None)
             self.totals.present += len(items) - len(missing)
+            self._ckpts[ckpt.label] = ckpt
             taken.append(ckpt)
-        present = sum(self.snapshots[c.label]["items"] for c in taken) - len(todo)
-        if todo and present:
-            self.log(f"resuming: skipping {present} items already under {self.spec.atlas.out}; {len(todo)} to go")
         if todo:
-            self.log(f"snapshots {', '.join(c.label for c in taken if c.label in weights)}: {len(todo)} items")
-            self._write_manifest("running", force=True)
-            if self.pool is None:
-                net = replace(self.base.spec.net, weights=BUILT_WEIGHTS)
-                self.pool = start_actors(self.base.spec, self.base.code_upper, net=net)
-            result = synthesize(self.pool, self.base.spec, self.store, todo, log=self.log, weights=weights,
-                                on_batch=self._on_batch)
-            self.totals.items += result.written
-            self.totals.timings.synthesis += result.synth_s
-            self.totals.timings.load += result.load_s
+            self._synthesize(todo, weights, len(self.base.items) * len(taken) - len(todo))
+        taken = [c for c in taken if c.label in self.snapshots]  # minus those an actor could not load
         for ckpt in taken:
             self.snapshots[ckpt.label]["processed_at"] = self.snapshots[ckpt.label].get("processed_at") or utc_now()
             self.processed.add(ckpt.label)
-        self.totals.snapshots += len(weights)
+        self.totals.snapshots += len([label for label in weights if label in self.snapshots])
         self._write_manifest("watching" if self.spec.follow else "running")
         return len(taken)
+
+    def _synthesize(self, todo: list, weights: dict[str, str], present: int) -> None:
+        if present:
+            self.log(f"resuming: skipping {present} items already under {self.spec.atlas.out}; {len(todo)} to go")
+        self.log(f"snapshots {', '.join(weights)}: {len(todo)} items")
+        self._write_manifest("running", force=True)
+        if self.pool is None:
+            net = replace(self.base.spec.net, weights=BUILT_WEIGHTS)
+            self.pool = start_actors(self.base.spec, self.base.code_upper, net=net)
+        result = synthesize(self.pool, self.base.spec, self.store, todo, log=self.log, weights=weights,
+                            on_batch=self._on_batch, on_error=self._on_actor_error)
+        self.totals.items += result.written
+        self.totals.timings.synthesis += result.synth_s
+        self.totals.timings.load += result.load_s
 
     def _on_batch(self, keys, result) -> None:
         for key, r in zip(keys, result.results):
             self.done.add(key.as_tuple())
             self.tracker.add(key, r.act_start, r.act_final, r.image)
+
+    def _on_actor_error(self, keys, error: str) -> None:
+        """An actor could not load a snapshot the driver had read (deleted or rewritten since, as trainers
+        that keep only their last checkpoints do): that snapshot is skipped like a corrupt one."""
+        label = keys[0].snapshot
+        if label in self.snapshots:
+            del self.snapshots[label]
+            self._fail(self._ckpts[label], error)
 
     def _validate(self, ckpt: Checkpoint) -> str | None:
         """Read the checkpoint and fit it to the architecture: its SHA-256, or None after reporting it."""
@@ -201,14 +215,17 @@ class Sweep:
         except StorageError:
             raise  # storage is down: stop the watch, not the checkpoint
         except UserInputError as e:
-            self.log(f"skipped checkpoint {ckpt.uri}: {e}")
-            self.failed[ckpt.rel] = {"checkpoint": ckpt.uri, "step": ckpt.step, "size": ckpt.size,
-                                     "stamp": ckpt.stamp, "error": str(e), "at": utc_now()}
-            self.totals.failed += 1
-            self._write_manifest("watching" if self.spec.follow else "running")
+            self._fail(ckpt, str(e))
             return None
         finally:
             self.totals.timings.validate += time.perf_counter() - t0
+
+    def _fail(self, ckpt: Checkpoint, error: str) -> None:
+        self.log(f"skipped checkpoint {ckpt.uri}: {error}")
+        self.failed[ckpt.rel] = {"checkpoint": ckpt.uri, "step": ckpt.step, "size": ckpt.size, "stamp": ckpt.stamp,
+                                 "error": error, "at": utc_now()}
+        self.totals.failed += 1
+        self._write_manifest("watching" if self.spec.follow else "running")
 
     def _failed_before(self, ckpt: Checkpoint) -> bool:
         rec = self.failed.get(ckpt.rel)
@@ -220,8 +237,7 @@ class Sweep:
         for label in self.processed:
             rec = self.snapshots[label]
             if rec.get("metrics") is None:
-                rel = rec["checkpoint"][len(self.prefix.uri) + 1:]
-                metrics = self.prefix.read_metrics(rel, listing)
+                metrics = self.prefix.read_metrics(self._ckpts[label].rel, listing)
                 if metrics is not None:
                     rec["metrics"], changed = metrics, True
         return changed
