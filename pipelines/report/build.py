@@ -89,7 +89,7 @@ def _validate(spec: ReportSpec) -> None:
         raise UserInputError(f"--workers {spec.workers} must be at least 1")
 
 
-def lay_out(spec: ReportSpec, out: Store, site: Store, log: Callable[[str], None]) -> tuple[list[Page], Locator,
+def _lay_out(spec: ReportSpec, out: Store, site: Store, log: Callable[[str], None]) -> tuple[list[Page], Locator,
                                                                                            list[str]]:
     """Every page of the site (contexts only) and the locator that recorded the files they link."""
     data = load_atlas(out)
@@ -115,7 +115,7 @@ def build_site(spec: ReportSpec, log: Callable[[str], None] = print) -> ReportSu
     retry = RetryPolicy(budget_s=spec.storage_retry_s)
     out = Store(spec.out, spec.storage_options, retry)
     site = Store(spec.site_uri, spec.storage_options, retry)
-    pages, locator, notes = lay_out(spec, out, site, log)
+    pages, locator, notes = _lay_out(spec, out, site, log)
     site.check_writable()
     site.remove_stale_temporaries()
     existing = set(site.find(""))

@@ -114,9 +114,13 @@ def _key(row: dict) -> LayerKey:
 
 
 def _load_units(store: Store, data: AtlasData) -> None:
+    """units/ rows per layer and unit; a row that names a `video` (the design's video columns in units/) is
+    also a preferred video of its unit."""
     grouped: dict[LayerKey, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in read_units(store).to_pylist():
         grouped[_key(r)][r["unit"]].append(r)
+        if r.get("video"):
+            data.videos.setdefault((_key(r), r["unit"]), []).append(r)
     data.units = {k: dict(v) for k, v in grouped.items()}
 
 
@@ -203,7 +207,5 @@ def _load_tracking(store: Store, data: AtlasData) -> None:
 
 
 def _load_videos(store: Store, data: AtlasData) -> None:
-    grouped: dict[UnitKey, list[dict]] = defaultdict(list)
     for r in _read_optional(store, "videos", _VIDEO_NEEDS, data):
-        grouped[(_key(r), int(r["unit"]))].append(r)
-    data.videos = dict(grouped)
+        data.videos.setdefault((_key(r), int(r["unit"])), []).append(r)

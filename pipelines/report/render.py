@@ -45,6 +45,11 @@ def fmt_number(value: Any) -> str:
     return f"{value:.2f}"
 
 
+def _count(n: int, word: str) -> str:
+    """'1 seed', '2 seeds', '10,000 units'."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _sql(text: str) -> str:
     """A SQL string literal."""
     return "'" + str(text).replace("'", "''") + "'"
@@ -65,6 +70,7 @@ class Renderer:
         self.env.filters["url"] = _url
         self.env.filters["num"] = fmt_number
         self.env.filters["sql"] = _sql
+        self.env.filters["count"] = _count
         static = resources.files("pipelines.report") / "static"
         self.assets = {f"{ASSETS}/{f.name}": f.read_bytes() for f in sorted(static.iterdir(), key=lambda f: f.name)
                        if f.is_file()}
