@@ -2,7 +2,7 @@
 
 Each tile links the unit's page and shows a thumbnail with the unit number and activation: the synthesized
 image chosen by `choice.representative`; for a unit with no synthesized image, its strongest real image
-(top-k) or its first inverse-set sample, marked as such. Pages are plain HTML (no script needed to read
+(top-k), the frame strip of its preferred video or its first inverse-set sample, marked as such. Pages are plain HTML (no script needed to read
 them); thumbnails beyond the first screens load lazily, so a 10,000-unit layer opens at once on any page.
 """
 
@@ -66,10 +66,13 @@ def _tile(data: AtlasData, key: LayerKey, unit: int, locator: Locator) -> dict:
     elif (real := next((e for e in data.topk.get((key, unit), []) if e["image"]), None)) is not None:
         tile.update(kind="real", thumb=locator.thumb(real["image"]), activation=real["activation"],
                     note="strongest real image")
+    elif (video := next((v for v in data.videos.get((key, unit), []) if v.get("strip")), None)) is not None:
+        tile.update(kind="video", thumb=locator.thumb(video["strip"]), activation=video.get("activation_final"),
+                    note=f"preferred video, seed {video.get('seed')}")
     elif (sample := next((s for r in data.inverse.get((key, unit), []) for s in r["samples"]), None)) is not None:
         tile.update(kind="inverse", thumb=locator.thumb(sample["image"]), activation=None, note="inverse-set sample")
     what = {"synthetic": "preferred input", "least": "least-preferred input", "real": "strongest real image",
-            "inverse": "inverse-set sample", "none": "no image"}[tile["kind"]]
+            "video": "preferred video's frames", "inverse": "inverse-set sample", "none": "no image"}[tile["kind"]]
     tile["alt"] = f"unit {unit}, {what}" + (f", activation {fmt_number(tile['activation'])}"
                                            if tile["activation"] is not None else "")
     return tile
