@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean
+.PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,5 +63,16 @@ snapshots-demo: $(STAMP)
 bench-snapshots: $(STAMP)
 	$(BIN)/python -m benchmarks.snapshots_bench $(ARGS)
 
+# trains two small CNN + LSTM video models on procedural activity clips (one needs frame order, one does not),
+# synthesizes a preferred video for every class of both and runs the frame-order analysis (./video-demo-out,
+# strips in docs/video-*.png, the table in video-demo-out/order-table.md)
+video-demo: $(STAMP)
+	$(BIN)/python -m pipelines.video.demo --out ./video-demo-out $(ARGS)
+
+# the preferred-video benchmark alone: LRCN at 224 px, 16/40/160 frames, chunked + checkpointed vs plain
+# (make bench runs it too; --skip-video leaves it out there)
+bench-video: $(STAMP)
+	$(BIN)/python -m benchmarks.video_bench $(ARGS)
+
 clean:
-	rm -rf atlas-out snapshots-demo
+	rm -rf atlas-out snapshots-demo video-demo-out

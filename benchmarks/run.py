@@ -12,7 +12,9 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
      contrast and colourfulness, with a contact sheet, and the lucid style's speed against Lucent's
      render_vis at matched work, end to end;
   7. the top-k benchmark (benchmarks/topk_bench.py) and the report benchmark (benchmarks/report_bench.py: a
-     10,000-unit layer's site generation and its page in headless Chromium), unless --skip-topk/--skip-report.
+     10,000-unit layer's site generation and its page in headless Chromium), unless --skip-topk/--skip-report;
+  8. preferred videos (benchmarks/video_bench.py): peak memory and seconds per step of LRCN at 224 px against
+     frame count (16, 40, 160), chunked + checkpointed vs plain, unless --skip-video.
 Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
 """
 
@@ -41,6 +43,7 @@ from .quality import measure_quality, quality_report
 from .report_bench import measure_report, report_lines
 from .snapshots_bench import measure_snapshots, snapshots_report
 from .topk_bench import measure_topk, topk_report
+from .video_bench import measure_video, video_report
 
 MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
 
@@ -184,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sheet", default="docs/quality-sheet.png", help="where the quality contact sheet goes")
     ap.add_argument("--skip-topk", action="store_true", help="skip the top-k dataset-examples benchmark")
     ap.add_argument("--skip-snapshots", action="store_true", help="skip the snapshot-sweep overhead benchmark")
+    ap.add_argument("--skip-video", action="store_true",
+                    help="skip the preferred-video benchmark (memory and seconds per step at 16, 40, 160 frames)")
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     args = ap.parse_args(argv)
@@ -243,6 +248,9 @@ def main(argv=None) -> int:
         results["report"] = measure_report(1_000 if args.quick else 10_000, log)
     if not args.skip_snapshots:
         results["snapshots"] = measure_snapshots(args.quick, log)
+    if not args.skip_video:
+        results["video"] = measure_video((16, 40) if args.quick else (16, 40, 160), 2 if args.quick else 3,
+                                         str(device), log=log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -330,6 +338,8 @@ def report(r: dict) -> str:
         lines += snapshots_report(r["snapshots"])
     if "report" in r:
         lines += report_lines(r["report"])
+    if "video" in r:
+        lines += video_report(r["video"])
     lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
               + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
     return "\n".join(lines)

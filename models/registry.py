@@ -58,7 +58,7 @@ def register(entry) -> None:
 
 def registry() -> dict[str, object]:
     """A copy of the registry, name -> entry (generators included once their module is imported)."""
-    from . import generators, video_demo  # noqa: F401  (register the generator and demo video entries)
+    from . import generators, lrcn, video_demo  # noqa: F401  (register the generators and video models)
 
     return dict(_REGISTRY)
 

@@ -158,7 +158,7 @@ class VideoActor(SynthesisActor):
                         out[:, -1] if out.dim() == 3 else out)
                     return scores, decision.expand(len(units), -1)
 
-                c = torch.from_numpy(np.ascontiguousarray(clip)).to(self.device)
+                c = torch.from_numpy(np.array(clip)).to(self.device)  # a copy: Ray hands out read-only arrays
                 c = c.permute(0, 3, 1, 2).float().div(255.0).unsqueeze(0)
                 res = order_scores(score, c, v.shuffles, v.order_seed)
                 for i, u in enumerate(units):

@@ -39,6 +39,7 @@ class OrderScores:
         if self.top is not None:
             same = (self.top_shuffled[i] == self.top[i]).double()
             out.update(predicted=int(self.top[i]), predicted_reversed=int(self.top_reversed[i]),
+                       predicted_shuffled=[int(k) for k in self.top_shuffled[i]],
                        predicted_shuffled_same=float(same.mean()) if same.numel() else float("nan"))
         return out
 

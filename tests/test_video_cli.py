@@ -25,13 +25,13 @@ def test_video_run_lands_files_and_rows_and_reruns_do_nothing(tmp_path):
     rows = pd.read_parquet(out / "videos")
     assert sorted(zip(rows["layer"].astype(str), rows["unit"])) == [("fc", 0), ("fc", 1), ("lstm", 4)]
     assert {"model", "snapshot", "layer", "unit", "y", "x", "seed", "method", "objective", "activation_start",
-            "activation_final", "steps", "image", "hyperparams", "frames", "fps", "video", "mp4",
+            "activation_final", "steps", "image", "hyperparams", "frames", "fps", "video", "lossless", "strip",
             "score_reversed", "score_shuffled_mean", "score_shuffled_std"} <= set(rows.columns)
     loaded, video = load_video_net(resolve_model("tests.video_nets:clip_net", input_size=8))
     for r in rows.itertuples():
-        frames = webp_frames((out / r.video).read_bytes(), r.fps)
+        frames = webp_frames((out / r.lossless).read_bytes(), r.fps)
         assert frames.shape == (6, 8, 8, 3) and r.frames == 6
-        assert decode_frames((out / r.mp4).read_bytes()).shape == (6, 8, 8, 3)
+        assert decode_frames((out / r.video).read_bytes()).shape == (6, 8, 8, 3)
         with Image.open(out / r.image) as strip:
             assert strip.format == "PNG"
         if r.layer == "fc":  # activation_final is the unit's score on exactly the saved frames

@@ -10,7 +10,8 @@ every video is scored:
 ```
 <out>/video-order/part-<run>.parquet   name, label, layer, unit, y, x, frames, score, score_reversed,
     score_shuffled_mean, score_shuffled_std, score_shuffled_min, predicted, predicted_reversed,
-    predicted_shuffled_same, model, snapshot, videos, time_pool, shuffles, order_seed, run_id
+    predicted_shuffled (one per shuffle), predicted_shuffled_same, model, snapshot, videos, time_pool,
+    shuffles, order_seed, run_id
 ```
 `<run>` digests the model, snapshot, video listing, units and settings: a rerun prints `nothing to do`; an
 unreadable video stops the run with one line before anything is written.
@@ -33,7 +34,7 @@ from ..runner import start_actors
 from ..sink import parquet_bytes
 from ..spec import plan
 from .plan import VideoPlan, VideoSpec, load, selected_layers, video_net_spec
-from .run import video_record
+from .run import stop_actors, video_record
 from .sources import list_videos, read_video
 
 __all__ = ["OrderSummary", "run_order", "SHARD"]
@@ -51,7 +52,7 @@ class OrderSummary:
 
     def line(self, out: str) -> str:
         if self.skipped:
-            return f"nothing to do: the order analysis of these {self.videos} videos is already {out}/{self.path}"
+            return f"nothing to do: the order analysis of these {self.videos} videos is already in {out}/{self.path}"
         return (f"done: frame-order analysis of {self.videos} videos ({self.rows} rows) in {self.wall_s:.1f} s; "
                 f"table {out}/{self.path}")
 
@@ -92,7 +93,10 @@ def run_order(spec: VideoSpec, videos_uri: str, *, log=print) -> OrderSummary:
         rows.extend(result.rows)
         progress.update(len(shard))
 
-    dispatch(pool.actors, shards, submit, on_result, log)
+    try:
+        dispatch(pool.actors, shards, submit, on_result, log)
+    finally:
+        stop_actors(pool)
     progress.close()
     common = {"model": base.model_slug, "snapshot": base.snapshot, "videos": vs.uri, "time_pool": v.time_pool,
               "shuffles": v.shuffles, "order_seed": v.order_seed, "run_id": run_id}

@@ -3,12 +3,13 @@
 Per key (names derive from the key, as the atlas's PNGs do; `<stem>` = `<unit>[_<y>_<x>]_s<seed>_<method>-<hp8>`):
 ```
 <out>/clips/<model>/<snapshot>/<layer>/<stem>.webp   lossless animated WebP: the frames exactly as measured
-<out>/clips/<model>/<snapshot>/<layer>/<stem>.mp4    H.264 for people
+<out>/clips/<model>/<snapshot>/<layer>/<stem>.mp4    H.264, for people and browsers
 <out>/clips/<model>/<snapshot>/<layer>/<stem>.png    contact strip of every Nth frame
 <out>/videos/model=…/snapshot=…/layer=…/part-<batch digest>.parquet
 ```
-`videos/` columns: the atlas's `units/` columns (`image` is the contact strip) plus `frames, fps, video` (the
-WebP), `mp4, time_pool`, the frame-order scores `score_reversed, score_shuffled_mean, score_shuffled_std,
+`videos/` columns: the atlas's `units/` columns (`image` is the contact strip) plus `frames, fps`, `video`
+(the MP4: what a page plays), `lossless` (the WebP: the frames `activation_final` was measured on), `strip`
+(= `image`), `time_pool`, the frame-order scores `score_reversed, score_shuffled_mean, score_shuffled_std,
 score_shuffled_min, shuffles`, and `activation` (the probed layer's time-pooled vector at the unit's
 position). Media first, then the row: a key is done once its row exists, so a crash never leaves a row
 without its files.
@@ -34,8 +35,8 @@ __all__ = ["VIDEOS_SCHEMA", "media_paths", "write_videos", "done_video_keys", "S
 
 STRIP_FRAMES = 8
 VIDEOS_SCHEMA = pa.schema(list(UNITS_SCHEMA) + [
-    ("frames", pa.int32()), ("fps", pa.float64()), ("video", pa.string()), ("mp4", pa.string()),
-    ("time_pool", pa.string()), ("score_reversed", pa.float64()), ("score_shuffled_mean", pa.float64()),
+    ("frames", pa.int32()), ("fps", pa.float64()), ("video", pa.string()), ("lossless", pa.string()),
+    ("strip", pa.string()), ("time_pool", pa.string()), ("score_reversed", pa.float64()), ("score_shuffled_mean", pa.float64()),
     ("score_shuffled_std", pa.float64()), ("score_shuffled_min", pa.float64()), ("shuffles", pa.int32()),
     ("activation", pa.list_(pa.float32())),
 ])
@@ -77,7 +78,8 @@ def write_videos(store: Store, keys: Sequence[ItemKey], results: Sequence[VideoI
         "activation_final": [r.act_final for r in results], "activation_best": [r.act_best for r in results],
         "steps": [steps] * n, "image": [p[0] for p in paths], "device": [device] * n,
         "frames": [int(r.frames.shape[0]) for r in results], "fps": [float(video.fps)] * n,
-        "video": [p[1] for p in paths], "mp4": [p[2] for p in paths], "time_pool": [video.time_pool] * n,
+        "video": [p[2] for p in paths], "lossless": [p[1] for p in paths], "strip": [p[0] for p in paths],
+        "time_pool": [video.time_pool] * n,
         "shuffles": [video.shuffles] * n, "activation": [r.activation.astype(np.float32) for r in results],
     }
     for col in ("score_reversed", "score_shuffled_mean", "score_shuffled_std", "score_shuffled_min"):

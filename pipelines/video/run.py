@@ -24,12 +24,21 @@ from ..runner import RunSummary, make_batches, remaining, run_id_of, start_actor
 from .outputs import done_video_keys, write_videos
 from .plan import VideoPlan
 
-__all__ = ["run_video", "video_batch_size", "video_record"]
+__all__ = ["run_video", "video_batch_size", "video_record", "stop_actors"]
 
 
 def video_batch_size(requested: int | None, pool_default: int, frames: int) -> int:
     """--batch-size, else about 8 x the pool's image batch (64 on GPU, 8 on CPU) in frames per batch."""
     return requested or max(1, pool_default * 8 // frames)
+
+
+def stop_actors(pool) -> None:
+    """End a pool's actors now (not when their handles are collected), so that a command run next in the same
+    process (the demo runs several) gets the CPUs at once."""
+    import ray
+
+    for actor in pool.actors:
+        ray.kill(actor)
 
 
 def video_record(vp: VideoPlan, command: str = "video") -> dict:
@@ -71,7 +80,10 @@ def run_video(vp: VideoPlan, *, log=print) -> RunSummary:
             totals["synth_s"] += result.seconds
             progress.update(len(batch))
 
-        dispatch(pool.actors, make_batches(todo, batch_size), submit, on_result, log)
+        try:
+            dispatch(pool.actors, make_batches(todo, batch_size), submit, on_result, log)
+        finally:
+            stop_actors(pool)
     progress.close()
     summary = RunSummary(len(plan.items), skipped, totals["written"], time.perf_counter() - t0, totals["synth_s"],
                          len(pool.actors))
