@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     rows = score(table, out, copy)
     filmstrips(table, out, out / "filmstrips.png")
     acc = [r["val_accuracy"] for r in rows]
-    result = {"snapshots": rows, "spearman_accuracy_recognizability": spearman(acc, [r["recognizability"] for r in rows]),
+    result = {"snapshots": rows,
+              "spearman_accuracy_recognizability": spearman(acc, [r["recognizability"] for r in rows]),
               "spearman_accuracy_view_recognizability": spearman(acc, [r["view_recognizability"] for r in rows]),
               "spearman_accuracy_activation": spearman(acc, [r["activation_final"] for r in rows]),
               "train_s": train_s, "wall_s": time.perf_counter() - t0,

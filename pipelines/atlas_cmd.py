@@ -34,7 +34,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: str = "store",
+def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: str | type = "store",
                      steps_help: str = "optimization steps (default: the style's; 200 for dgn)") -> None:
     """Every flag of `atlas` after the selection: method, image-space AM, DGN-AM and execution (`snapshots`
     takes them all; its --steps also selects training steps, hence the overridable type and action)."""

@@ -198,7 +198,8 @@ def test_actor_loads_a_snapshots_weights_once_per_group_of_batches(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--checkpoints", ""], "--checkpoints is empty"),
+    (["--checkpoints", ""], "--checkpoints is missing or empty"),
+    ([], "--checkpoints is missing or empty"),
     (["--checkpoints", "{missing}"], "no checkpoints under --checkpoints"),
     (["--checkpoints", "{ckpts}", "--pattern", r"ckpt_(\d+)"], "has no named group 'step'"),
     (["--checkpoints", "{ckpts}", "--every", "0"], "--every 0 must be at least 1"),
@@ -218,6 +219,23 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neuron-atlas: error: ") and message in err[0], err
     assert not out.exists()
+
+
+def test_checkpoints_and_steps_may_come_from_a_config_file(tmp_path):
+    from pipelines.cli import build_parser, _apply_config
+
+    config = tmp_path / "run.toml"
+    config.write_text('checkpoints = "s3://bucket/run/ckpts"\nevery = 1000\nsteps = 64\n')
+    parser = build_parser()
+    argv = ["snapshots", "--config", str(config)]
+    _apply_config(parser, argv)
+    args = parser.parse_args(argv)
+    assert (args.checkpoints, args.every, _split_steps(args.steps)) == ("s3://bucket/run/ckpts", 1000, (64, None))
+    both = ["snapshots", "--config", str(config), "--steps", "0:5000"]  # the range joins the configured count
+    _apply_config(parser, both)
+    assert _split_steps(parser.parse_args(both).steps) == (64, StepRange(0, 5000, 1))
+    other = ["snapshots", "--config", str(config), "--steps", "32"]  # the command line's count wins
+    assert _split_steps(parser.parse_args(other).steps) == (32, None)
 
 
 def test_bad_steps_value_is_an_argparse_error(capsys):

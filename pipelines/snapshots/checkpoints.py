@@ -185,9 +185,11 @@ def companions(rel: str, suffix: str) -> tuple[str, str]:
 class Prefix:
     """The --checkpoints prefix on any fsspec filesystem: listings (with sizes and stamps) and small reads."""
 
-    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None, retry: RetryPolicy | None = None):
+    def __init__(self, uri: str | None, storage_options: Mapping[str, Any] | None = None,
+                 retry: RetryPolicy | None = None):
         if not uri or not uri.strip():
-            raise UserInputError("--checkpoints is empty; pass the folder or prefix the trainer writes checkpoints to")
+            raise UserInputError("--checkpoints is missing or empty; pass the folder or prefix the trainer writes "
+                                 "checkpoints to")
         self.uri = uri.rstrip("/") or uri
         self.retry = retry or RetryPolicy()
         try:

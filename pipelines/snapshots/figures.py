@@ -23,7 +23,7 @@ _BLANK = Image.new("RGB", (8, 8), "white")
 
 def filmstrip(title: str, steps: Sequence[int], seeds: Sequence[int],
               cells: Mapping[tuple[int, int], tuple[Image.Image, float]], tile: int = TILE) -> Image.Image:
-    """`cells[(seed, step)] = (thumbnail, activation)`; a missing cell stays blank. Captions: "<step> a=<activation>"."""
+    """`cells[(seed, step)] = (thumbnail, activation)`; a missing cell stays blank. Captions: `<step> a=<act>`."""
     images, labels = [], []
     for seed in seeds:
         for step in steps:

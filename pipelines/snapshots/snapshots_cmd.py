@@ -21,7 +21,7 @@ from ..argtypes import add_model_flags, add_selection_flags
 from .. import atlas_cmd
 from ..atlas_cmd import add_method_flags
 
-__all__ = ["add_subcommand", "run", "steps_arg"]
+__all__ = ["add_subcommand", "run", "steps_arg", "StepsAction"]
 
 
 def steps_arg(text: str):
@@ -41,13 +41,26 @@ def steps_arg(text: str):
                                          "A:B[:C] (end exclusive, e.g. 0:50000:5000)") from None
 
 
+class StepsAction(argparse.Action):
+    """Collects --steps values (an int and a range may both be given); a value from --config yields to a
+    command-line value of the same kind."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = getattr(namespace, self.dest, None)
+        if not getattr(namespace, "_steps_on_command_line", False):
+            configured = items if isinstance(items, list) else ([] if items is None else [items])
+            items = [v for v in configured if isinstance(steps_arg(str(v)), int) != isinstance(values, int)]
+            namespace._steps_on_command_line = True
+        setattr(namespace, self.dest, [*items, values])
+
+
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("snapshots", help="the same units on every training checkpoint under a prefix, "
                               "optionally following a run as it trains")
     add_model_flags(p)
     g = p.add_argument_group("checkpoints")
-    g.add_argument("--checkpoints", required=True, help="folder or prefix URI (s3://bucket/run/ckpts) of state-dict "
-                   "files (.pt, .pth, .ckpt, .bin), searched recursively")
+    g.add_argument("--checkpoints", help="(required; may come from --config) folder or prefix URI "
+                   "(s3://bucket/run/ckpts) of state-dict files (.pt, .pth, .ckpt, .bin), searched recursively")
     g.add_argument("--pattern", help="regex with a named group 'step', matched against each file's path under the "
                    "prefix (default: the last integer in the file name)")
     g.add_argument("--every", type=int, help="keep the training steps that are multiples of N")
@@ -60,7 +73,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                             "'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
     g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1), the same for "
                    "every snapshot")
-    add_method_flags(p, steps_type=steps_arg, steps_action="append",
+    add_method_flags(p, steps_type=steps_arg, steps_action=StepsAction,
                      steps_help="N: optimization steps (as in atlas); A:B[:C]: the training steps to keep "
                      "(range, end exclusive); give both with two --steps")
     return p

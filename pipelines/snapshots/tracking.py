@@ -8,7 +8,8 @@ and hyperparameter set, the `<method>-<hp8>` of the image names):
 `steps.parquet` columns: model, layer, unit, y, x, seed, method, hyperparams, snapshot, step, checkpoint,
 activation_start, activation_final, image (relative to --out, as in `units/`), val_accuracy (the
 `val_accuracy` of the checkpoint's sidecar `<name>.json`, null without one), metrics (the sidecar's JSON
-text, or null), filmstrip and plot (the unit's filmstrip and the layer's plot, relative to --out). It joins `units/` on (model, snapshot, layer, unit, y, x, seed, method, hyperparams).
+text, or null), filmstrip and plot (the unit's filmstrip and the layer's plot, relative to --out). It joins
+`units/` on (model, snapshot, layer, unit, y, x, seed, method, hyperparams).
 
 `Tracker.refresh` rewrites only what changed: nothing at all when the table equals the one already written
 (a rerun of a finished sweep writes nothing), else the table, the filmstrips whose frames changed and the
