@@ -1,5 +1,5 @@
 """`neuron-atlas video` on bad input: exit status 2, one line naming the bad value and the fix, nothing written
-(all of these stop before Ray starts)."""
+(all of these stop before Ray starts); and `layers` on video models."""
 
 import numpy as np
 import pytest
@@ -50,3 +50,12 @@ def test_unreadable_video_is_named_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("neuron-atlas: error: cannot read video ") and "broken.mp4" in err, err
     assert "\n" not in err and not out.exists()
+
+
+def test_layers_lists_a_video_models_time_layouts(capsys):
+    assert main(["layers", "--model", "tests.video_nets:loop_net", "--input-size", "8", "--video"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["cnn"][1:4] == ["Sequential", "(per-frame", "module)"] and rows["cnn"][4] == "steps"
+    assert rows["cell"][2] == "steps" and rows["seq"][2] == "tb" and rows["fc"][-3:] == ["bt", "3", "-"]
+    assert main(["layers", "--model", "video-motion"]) == 0  # registered video models need no --video
+    assert "Linear (output)                clip    7" in capsys.readouterr().out
