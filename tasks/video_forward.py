@@ -6,11 +6,12 @@ with time on dim 1: T' = T for per-frame and sequence layers, 1 for clip-level l
 the layouts). The model's own return value is kept as `last_output` when the pass ran to the end.
 
 Memory that does not grow with the video: inside the block, the per-frame module (`VideoNet.frame_module`)
-runs its frames `chunk` at a time, each chunk under `torch.utils.checkpoint` (non-reentrant) when gradients
-are on, so only chunk inputs and outputs stay alive between the forward and the backward pass; a chunk's
-activations are recomputed during backward. Hooks record only while the forward pass runs (never during the
-recomputation) and stitch the chunks of a layer back together in order. The pass stops once every requested
-layer is complete, but never from inside a chunk (the per-frame module finishes first).
+runs more than `chunk` frames `chunk` at a time, each chunk under `torch.utils.checkpoint` (non-reentrant)
+when gradients are on, so only chunk inputs and outputs stay alive between the forward and the backward pass;
+a chunk's activations are recomputed during backward. At most `chunk` frames run as one plain pass. Hooks
+record only while the forward pass runs (never during the recomputation) and stitch the chunks of a layer
+back together in order. The pass stops once every requested layer is complete, but never from inside a chunk
+(the per-frame module finishes first).
 
 cuDNN refuses the backward pass of an RNN in eval mode, so on CUDA every RNN module runs with cuDNN off
 (a pre/post hook pair around it); convolutions keep cuDNN.
@@ -81,8 +82,8 @@ class VideoForward:
     def _chunked(self, forward):
         """The per-frame module's forward, run `chunk` frames at a time (checkpointed when grads are on)."""
         def run(x, *args, **kwargs):
-            if self.chunk is None or not isinstance(x, torch.Tensor) or x.shape[0] <= self.chunk and not (
-                    self.use_checkpoint and torch.is_grad_enabled()):
+            # one chunk's worth of frames runs as is: checkpointing it would recompute it for no lower peak
+            if self.chunk is None or not isinstance(x, torch.Tensor) or x.shape[0] <= self.chunk:
                 return forward(x, *args, **kwargs)
             outs = []
             self.depth += 1
