@@ -107,12 +107,12 @@ def problems(driver, server: Server | None = None) -> list[str]:
     return out
 
 
-def screenshot(driver, path: str | Path, full_page: bool = False) -> Path:
-    """Save a PNG of the viewport (or of the whole page, up to 4000 px tall) to `path`."""
+def screenshot(driver, path: str | Path, full_page: bool = False, max_height: int = 4000) -> Path:
+    """Save a PNG of the viewport (or of the whole page, up to `max_height` px tall) to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if full_page:
-        height = min(4000, driver.execute_script("return document.documentElement.scrollHeight"))
+        height = min(max_height, driver.execute_script("return document.documentElement.scrollHeight"))
         size = driver.get_window_size()
         driver.set_window_size(size["width"], height)
         driver.save_screenshot(str(path))
@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     with serve(root) as server, chromium() as driver:
         for name, page in pages.items():
             driver.get(server.url(f"{prefix}/{page}"))
-            print(screenshot(driver, out / f"report-{name}.png"), problems(driver, server) or "no problems")
+            # the unit page down to its top real images and their statistics
+            shot = screenshot(driver, out / f"report-{name}.png", full_page=name == "unit", max_height=1500)
+            print(shot, problems(driver, server) or "no problems")
     return 0
 
 

@@ -35,7 +35,8 @@ def _runs(manifest: dict) -> list[dict]:
             "model": r.get("model"), "snapshot": r.get("snapshot"), "method": r.get("method"),
             "layers": ", ".join(layers) if isinstance(layers, list) else ", ".join(f"{k} ({v})" for k, v in (
                 layers or {}).items()) if isinstance(layers, dict) else layers,
-            "work": r.get("items", r.get("runs", r.get("queries"))), "status": r.get("status"),
+            "work": next((r[k] for k in ("items", "runs", "queries", "images_read") if r.get(k) is not None), None),
+            "status": r.get("status"),
             "started": r.get("started_at"), "finished": r.get("finished_at"),
             "digests": [[k, str(r[k])] for k in ("weights", "weights_sha256", "generator", "generator_weights",
                                                   "generator_sha256", "bounds", "images") if r.get(k) is not None],
