@@ -127,7 +127,8 @@ def report_lines(r: dict) -> list[str]:
              f"A synthetic layer of {r['units']:,} units x {r['seeds']} seeds with top-k rows "
              f"(`benchmarks/report_bench.py`), on this {r['cores']}-core machine; the site is written by "
              "`build_site`, its pages opened by headless Chromium over a loopback web server.", "",
-             "| site generation | seconds | pages written | pages unchanged | thumbnails made |", "|---|---|---|---|---|",
+             "| site generation | seconds | pages written | pages unchanged | thumbnails made |",
+             "|---|---|---|---|---|",
              f"| from nothing | {f['seconds']:.1f} | {f['written']:,} | {f['unchanged']:,} | {f['thumbs_made']:,} |",
              f"| rerun, nothing changed | {u['seconds']:.1f} | {u['written']:,} | {u['unchanged']:,} | "
              f"{u['thumbs_made']:,} |",

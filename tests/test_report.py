@@ -64,7 +64,8 @@ def test_queries_group_every_output_by_unit(out):
     (run,) = data.inverse[(KEY, 1)]
     assert run["status"] == "complete" and [s["sample"] for s in run["samples"]] == [0, 1, 2]
     assert data.videos[(KEY, 2)][0]["video"].endswith("2_s0.mp4")
-    assert [(r["step"], r["seed"]) for r in data.tracking[(MODEL, LAYER, 3)]] == [(100, 0), (100, 1), (200, 0), (200, 1)]
+    steps = [(r["step"], r["seed"]) for r in data.tracking[(MODEL, LAYER, 3)]]
+    assert steps == [(100, 0), (100, 1), (200, 0), (200, 1)]
     assert data.manifest["runs"]["synthetic"]["items"] == UNITS * SEEDS * len(SNAPSHOTS)
     assert data.notes == []
 

@@ -203,8 +203,10 @@ def test_report_from_and_onto_s3(small_run):
         run_cli("report", "s3://na-report/out", "--site", "s3://na-report-www/atlas", cwd=small_run, env=s3.env)
         assert _unresolved(s3, "na-report-www/atlas") == []
         for bucket in ("na-report", "na-report-www"):  # public reads, as a static site needs (README)
-            s3.client.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+            statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                         "Resource": f"arn:aws:s3:::{bucket}/*"}
+            s3.client.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17",
+                                                                          "Statement": [statement]}))
         with chromium() as driver:
             for site in ("na-report/out/site", "na-report-www/atlas"):
                 for page in ("index.html", f"{SNAPSHOT}/conv4/index.html", f"{SNAPSHOT}/conv4/unit-1.html"):

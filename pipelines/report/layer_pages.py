@@ -2,8 +2,9 @@
 
 Each tile links the unit's page and shows a thumbnail with the unit number and activation: the synthesized
 image chosen by `choice.representative`; for a unit with no synthesized image, its strongest real image
-(top-k), the frame strip of its preferred video or its first inverse-set sample, marked as such. Pages are plain HTML (no script needed to read
-them); thumbnails beyond the first screens load lazily, so a 10,000-unit layer opens at once on any page.
+(top-k), the frame strip of its preferred video or its first inverse-set sample, marked as such. Pages are
+plain HTML (no script needed to read them); thumbnails beyond the first screens load lazily, so a
+10,000-unit layer opens at once on any page.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from models.errors import UserInputError
 from ..storage import Store
 from .queries import LayerKey
 
-__all__ = ["Locator", "layer_dir", "layer_page", "unit_page", "snapshot_anchor", "relative", "href", "ASSETS", "MANIFEST",
-           "INDEX", "QUERY"]
+__all__ = ["Locator", "layer_dir", "layer_page", "unit_page", "snapshot_anchor", "relative", "href", "ASSETS",
+           "MANIFEST", "INDEX", "QUERY"]
 
 INDEX = "index.html"
 QUERY = "query.html"
