@@ -166,7 +166,7 @@ def test_s3_sigkilled_watcher_restarted_loses_and_duplicates_nothing_and_follows
     for step in (100, 200, 300, 400, 500):
         upload(step)
     upload(600, checkpoint_bytes(600)[:3000])  # truncated
-    args = [*sweep_args("0:6", 12), "--checkpoints", "s3://na-snap/ckpts", "--follow",
+    args = [*sweep_args("0:6", 24), "--checkpoints", "s3://na-snap/ckpts", "--follow",
             "--interval", "1", "--out", "s3://na-snap/out"]
     first_log = tmp_path / "first.log"
     proc = start_cli(*args, cwd=tmp_path, env=s3.env, log=open(first_log, "w"))
