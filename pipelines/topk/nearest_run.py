@@ -51,7 +51,8 @@ from .figures import neighbour_sheet
 from .records import NearestShard
 from .shards import CommandSummary, Workers, cut_crops, make_shards, run_pass
 from .topk_run import command_record, log_ignored
-from .worker import PIXEL, ImageWorker, NearestJob, Queries, default_batch_size, label_classes
+from .worker import (PIXEL, ImageWorker, NearestJob, Queries, default_batch_size, label_classes,
+                     labels_are_indices)
 
 __all__ = ["NearestSpec", "NearestPlan", "Query", "plan_nearest", "run_nearest", "top_level_blocks"]
 
@@ -199,7 +200,7 @@ def plan_nearest(spec: NearestSpec) -> NearestPlan:
                      "class folders); neighbours come from all images")
         same_class = False
     classes = label_classes([s.label for s in images.sources]) if same_class else {}
-    if not all(lab.strip().isdigit() for lab in classes):
+    if not labels_are_indices(list(classes)):
         notes.append(f"--same-class: the labels are names, so class i is the i-th of the {len(classes)} sorted "
                      f"names (torchvision ImageFolder's rule): {_first_few(classes)}")
     key = json.dumps([model, target.weights_sha256, target.entry.preprocessing.describe(), spaces, spec.k,

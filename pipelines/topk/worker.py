@@ -39,7 +39,7 @@ from .records import NearestShard, TopkShard
 from .shards import Shard, ShardResult
 
 __all__ = ["ImageWorker", "TopkJob", "NearestJob", "CropJob", "Queries", "PIXEL", "default_batch_size",
-           "label_classes"]
+           "label_classes", "labels_are_indices"]
 
 PIXEL = "pixel"  # the pixel space of `nearest`: the net's input-sized [0, 1] RGB image
 
@@ -94,9 +94,14 @@ def label_classes(labels: Sequence[str | None]) -> dict[str, int]:
     integer Parquet label); otherwise its position among the sorted distinct labels, torchvision
     ImageFolder's rule (ImageNet's synset folders n01440764 ... n15075141 give the indices 0 ... 999)."""
     distinct = sorted({lab for lab in labels if lab is not None})
-    if all(lab.strip().isdigit() for lab in distinct):
+    if labels_are_indices(distinct):
         return {lab: int(lab) for lab in distinct}
     return {lab: i for i, lab in enumerate(distinct)}
+
+
+def labels_are_indices(labels: Sequence[str]) -> bool:
+    """Whether every label is itself a class index (an integer)."""
+    return all(lab.strip().isdigit() for lab in labels)
 
 
 class ImageWorker:
