@@ -4,6 +4,8 @@ Which weights (`resolve_weights_uri`): a URI is loaded over the built net; `rand
 module with its own `reset_parameters()`, seeded (the label stays `random`); without `--weights`, a registry
 entry loads its embedded weights, and a `package.module:Callable` (which may load trained weights itself)
 is used exactly as built, labelled `built-<sha8>` with the digest of its state dict (models/net_state.py).
+A worker given the digest the driver found (`expect_sha256`) refuses a build that differs from it (a
+callable that reads files or packages which differ between nodes), so one label never covers two builds.
 
 In-place activations are switched off so a captured layer output is never overwritten by the next module
 (MobileNetV2's ReLU6(inplace=True) would otherwise turn a captured conv output into its ReLU'd value).
@@ -24,7 +26,7 @@ from .net_state import reinitialize, state_digest
 from .retry import RetryPolicy
 from .weights import load_into, read_weights
 
-__all__ = ["LoadedNet", "load_net", "resolve_weights_uri", "RANDOM_WEIGHTS", "BUILT_WEIGHTS"]
+__all__ = ["LoadedNet", "load_net", "resolve_weights_uri", "is_built", "RANDOM_WEIGHTS", "BUILT_WEIGHTS"]
 
 RANDOM_WEIGHTS = "random"
 BUILT_WEIGHTS = "built"  # the net as its builder made it; LoadedNet.weights_uri becomes 'built-<sha8>'
@@ -54,6 +56,11 @@ class LoadedNet:
         return self.normalize(x01).contiguous(memory_format=torch.channels_last)
 
 
+def is_built(weights_uri: str) -> bool:
+    """Whether a LoadedNet's `weights_uri` labels a net used as its callable built it (`built-<sha8>`)."""
+    return weights_uri.startswith(f"{BUILT_WEIGHTS}-")
+
+
 def resolve_weights_uri(entry, weights: str | None) -> str:
     """--weights, else the entry's embedded weights, else `built` for a self-loading (import-path) entry."""
     if weights:
@@ -67,8 +74,12 @@ def resolve_weights_uri(entry, weights: str | None) -> str:
 
 
 def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str, Any] | None = None,
-             device: str | torch.device = "cpu", seed: int = 0, retry: RetryPolicy | None = None) -> LoadedNet:
-    """Build `entry`, load weights (see the module docstring; `seed` fixes random ones), trace its layers."""
+             device: str | torch.device = "cpu", seed: int = 0, retry: RetryPolicy | None = None,
+             expect_sha256: str | None = None) -> LoadedNet:
+    """Build `entry`, load weights (see the module docstring; `seed` fixes random ones), trace its layers.
+
+    `expect_sha256`: for a net used as built, the state digest it must have (the one the run was planned
+    with); a different build raises UserInputError. Ignored for weights loaded from a URI or random ones."""
     uri = resolve_weights_uri(entry, weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # builds that draw from torch's RNG, and 'random' weights, are reproducible
@@ -84,6 +95,11 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
     if uri == BUILT_WEIGHTS:
         sha = state_digest(net)
         uri = f"{BUILT_WEIGHTS}-{sha[:8]}"
+        if expect_sha256 is not None and sha != expect_sha256:
+            raise UserInputError(
+                f"model {entry.name!r} built different weights on this worker (state digest {sha[:8]}) than where "
+                f"the run was planned ({expect_sha256[:8]}): its callable must build the same net on every node; "
+                "save its state_dict() and pass it with --weights URI to run one fixed set of weights")
     elif uri != RANDOM_WEIGHTS:
         loaded = read_weights(uri, storage_options, retry)
         load_into(net, loaded, entry.name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "objective_arg", "add_model_flags", "add_generator_flags", "add_selection_flags",
-           "add_execution_flags"]
+__all__ = ["key_value", "floats3", "objective_arg", "add_model_flags", "add_preprocessing_flags", "add_generator_flags",
+           "add_selection_flags", "add_execution_flags"]
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -48,13 +48,18 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="mobilenet_v2", help="registry name or package.module:Callable")
     g.add_argument("--weights", help="weights URI (any fsspec URI), or 'random'; default: the embedded weights")
+    add_preprocessing_flags(g)
+    g.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
+    g.add_argument("--config", help="TOML file holding any of the flags")
+
+
+def add_preprocessing_flags(g) -> None:
+    """--input-size, --mean, --std, --bgr: how a package.module:Callable model takes its images."""
     g.add_argument("--input-size", type=int, help="input size for a package.module:Callable model")
     g.add_argument("--mean", type=floats3, help="per-channel mean, in the net's channel order and scale")
     g.add_argument("--std", type=floats3, help="per-channel std")
     g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
-    g.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                   help="fsspec storage option for every URI (e.g. endpoint_url=http://127.0.0.1:5000)")
-    g.add_argument("--config", help="TOML file holding any of the flags")
 
 
 def add_selection_flags(p: argparse.ArgumentParser, layers_help: str, units_help: str):

@@ -21,7 +21,7 @@ from .snapshots import snapshots_cmd
 from .report import report_cmd
 from .topk import nearest_cmd, topk_cmd
 from .video import video_cmd
-from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, key_value
+from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, add_preprocessing_flags, key_value
 from .atlas_cmd import tuned
 
 __all__ = ["main", "build_parser"]
@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", help="generator whose encoder layer to measure (e.g. mnv2-pool, deepsim-fc6)")
     p.add_argument("--model", help="encoder net (overrides the generator's)")
     p.add_argument("--layer", help="encoder layer (overrides the generator's)")
-    p.add_argument("--weights", help="encoder weights URI; default: the embedded weights")
+    p.add_argument("--weights", help="encoder weights URI, or 'random'; default: the embedded weights (a "
+                   "package.module:Callable: as it built them)")
+    add_preprocessing_flags(p)
     p.add_argument("--images", required=True, help=IMAGES_HELP)
     p.add_argument("--out", default="./stats-out", help="output folder or URI")
     p.add_argument("--k", type=float, default=3.0, help="upper bound = mean + k * std")
@@ -162,7 +164,8 @@ def _cmd_stats(args) -> int:
     model, layer = resolve_encoder(args.generator, args.model, args.layer)
     spec = StatsSpec(model=model, layer=layer, images=args.images, out=args.out, weights=args.weights, k=args.k,
                      storage_options=dict(args.storage_option), batch_size=args.batch_size,
-                     shard_size=args.shard_size, address=args.address, generator=args.generator)
+                     shard_size=args.shard_size, address=args.address, generator=args.generator,
+                     input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
     s = run_stats(spec, log=lambda m: print(m, file=sys.stderr))
     print(f"stats of {model} {layer}: {s.count} images, {len(s.mean)} units, mean upper bound "
           f"{float(s.upper_bounds(args.k).mean()):.3f}; wrote {args.out}/stats.parquet and {args.out}/bounds.npy")
@@ -247,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                    "video": video_cmd.run}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
-        print(f"neuron-atlas: error: {e}; files already written are complete, rerun to resume", file=sys.stderr)
+        print(f"neuron-atlas: error: {_line(e)}; files already written are complete, rerun to resume",
+              file=sys.stderr)
         return 3
     except UserInputError as e:
-        print(f"neuron-atlas: error: {e}", file=sys.stderr)
+        print(f"neuron-atlas: error: {_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")
@@ -258,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _line(e: UserInputError) -> str:
+    """The error's one line. One raised inside a Ray task or actor method arrives as Ray's RayTaskError, which
+    is also an instance of the original's class but reads as the worker's whole traceback: use the original."""
+    cause = getattr(e, "cause", None)
+    return str(cause if isinstance(cause, UserInputError) else e)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ the calls it had (`max_task_retries=0`). The loop puts those jobs back at the fr
 the live actors take them at once instead of waiting for the restart, and sends the restarting actor a
 `ping`; when that returns, the actor gets work again. `on_result` runs exactly once per job, so retries can
 never duplicate an output. An exception raised inside a job (a bug, not a lost worker) stops the loop.
+An actor whose constructor raised is never restarted; when every actor is gone that way, the run stops with
+the constructor's error, as the one-line UserInputError it was when it was one (a worker that built other
+weights than the driver planned with, a model file only the driver can read).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 import ray
 from ray.exceptions import RayError, RayTaskError
+
+from models.errors import StorageError, UserInputError
 
 __all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH"]
 
@@ -69,8 +74,10 @@ def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, 
             queue.appendleft(job)
             if ai in healthy:
                 healthy.discard(ai)
-                log(f"actor {ai} lost ({type(e).__name__}); its jobs go to the other actors")
-            if load[ai] == 0 and ai not in probes.values():
+                why = _creation_error(e)
+                log(f"actor {ai} could not start ({why}); its jobs go to the other actors" if why else
+                    f"actor {ai} lost ({type(e).__name__}); its jobs go to the other actors")
+            if load[ai] == 0 and ai not in probes.values() and not _creation_error(e):  # never restarted
                 probes[actors[ai].ping.remote()] = ai
             for other in sorted(healthy):
                 fill(other)
@@ -78,4 +85,20 @@ def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, 
         on_result(job, value)
         fill(ai)
     if queue:
+        kind, _, message = (_creation_error(last_error) or "").partition(": ")
+        for user_error in (StorageError, UserInputError):
+            if kind == user_error.__name__:
+                raise user_error(message)
         raise RuntimeError(f"{len(queue)} jobs left but every actor is gone; last error: {last_error}")
+
+
+def _creation_error(e: Exception | None) -> str | None:
+    """'Type: message' of the exception an actor's constructor raised (the last line of the traceback Ray
+    reports), or None when `e` is not such a failure."""
+    if not getattr(e, "actor_init_failed", False):
+        return None
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return "unknown error"
+    kind, sep, message = lines[-1].partition(": ")
+    return f"{kind.rsplit('.', 1)[-1]}{sep}{message}"  # models.errors.UserInputError -> UserInputError

@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,7 +34,7 @@ from models.loading import LoadedNet, load_net
 from models.registry import model_slug
 from models.retry import RetryPolicy, with_retries
 from models.units import parse_units, resolve_units
-from tasks.actor import InverseJob, NetSpec, SynthesisActor
+from tasks.actor import InverseJob, NetSpec, SynthesisActor, pin_build
 from tasks.dgn import DGNConfig
 from tasks.inverse import Constraint, InverseConfig, InverseResult
 
@@ -156,7 +156,8 @@ def plan_inverse(spec: InverseSpec) -> InversePlan:
         run_id = hashlib.sha256(key.encode()).hexdigest()[:16]
         runs.append(InverseRun(run_id, InverseJob(cs, spec.config, encoder_layer, spec.seed, spec.dgn), hp))
     spec.store().check_writable()
-    return InversePlan(spec, runs, model, snapshot, upper, target, generator)
+    return InversePlan(replace(spec, net=pin_build(spec.net, target)), runs, model, snapshot, upper, target,
+                       generator)
 
 
 SAMPLES_SCHEMA = pa.schema([

@@ -20,7 +20,7 @@ from models.errors import UserInputError
 from models.loading import RANDOM_WEIGHTS, LoadedNet, load_net
 from models.registry import model_slug, registry, resolve_model
 from models.units import Unit, parse_units, resolve_units
-from tasks.actor import NetSpec, WorkItem
+from tasks.actor import NetSpec, WorkItem, pin_build
 from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
 from tasks.objectives import ObjectiveSpec
@@ -146,7 +146,9 @@ def plan(spec: AtlasSpec, *, target: LoadedNet | None = None, extra_hp: Mapping[
                 key = ItemKey(slug, snapshot, layer, u.channel, u.y, u.x, seed, spec.method, hp)
                 items.append((key, WorkItem(u, seed)))
     spec.store().check_writable()
-    return Plan(replace(spec, config=config), target, generator, items, code_upper, hp, snapshot)
+    # workers must build what was planned: a net used as built carries its digest to them
+    return Plan(replace(spec, config=config, net=pin_build(spec.net, target)), target, generator, items, code_upper,
+                hp, snapshot)
 
 
 def _units(obj: ObjectiveSpec, units_spec: str, info, model: str) -> list[Unit]:

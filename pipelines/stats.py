@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -27,6 +28,7 @@ from models.capture import unknown_layer
 from models.errors import UserInputError
 from models.loading import load_net
 from models.registry import resolve_model
+from tasks.actor import NetSpec, pin_build
 from tasks.stats import RunningStats, encode
 
 from .imagesets import list_image_set, load_image
@@ -50,6 +52,14 @@ class StatsSpec:
     shard_size: int = 256
     address: str = "local"
     generator: str | None = None  # recorded only: the generator whose encoder this is
+    input_size: int | None = None  # preprocessing of a package.module:Callable model (registry entries: theirs)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    bgr: bool | None = None
+
+    def net(self) -> NetSpec:
+        return NetSpec(self.model, self.weights, self.input_size, self.mean, self.std, self.bgr,
+                       storage_options=self.storage_options)
 
 
 def resolve_encoder(generator: str | None, model: str | None, layer: str | None) -> tuple[str, str]:
@@ -70,13 +80,13 @@ def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
     return [s.uri for s in list_image_set(uri, storage_options).sources]
 
 
-def shard_stats(model: str, weights: str | None, layer: str, sources: list, storage_options: Mapping[str, Any],
-                batch_size: int) -> RunningStats:
-    """Encode one shard of images and summarize its codes (runs inside a Ray task)."""
-    entry = resolve_model(model)
-    net = load_net(entry, weights, storage_options=storage_options)
+def shard_stats(spec: NetSpec, layer: str, sources: list, batch_size: int) -> RunningStats:
+    """Encode one shard of images and summarize its codes (runs inside a Ray task; a net used as built must
+    have the driver's digest, `spec.built_sha256`)."""
+    entry = spec.entry()
+    net = load_net(entry, spec.weights, storage_options=spec.storage_options, expect_sha256=spec.built_sha256)
     size = entry.preprocessing.size
-    x = torch.tensor(np.stack([to_model_input(load_image(s, storage_options), size) for s in sources]))
+    x = torch.tensor(np.stack([to_model_input(load_image(s, spec.storage_options), size) for s in sources]))
     return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size))
 
 
@@ -88,8 +98,8 @@ def run_stats(spec: StatsSpec, log=print) -> RunningStats:
 
     if spec.k <= 0:
         raise UserInputError(f"--k {spec.k} must be positive")
-    entry = resolve_model(spec.model)
-    target = load_net(entry, spec.weights, storage_options=spec.storage_options)
+    net = spec.net()
+    target = load_net(net.entry(), net.weights, storage_options=spec.storage_options)
     if spec.layer not in target.layers:
         raise unknown_layer(spec.layer, spec.model)
     sources = list_images(spec.images, spec.storage_options)
@@ -98,14 +108,19 @@ def run_stats(spec: StatsSpec, log=print) -> RunningStats:
     shards = [sources[i:i + spec.shard_size] for i in range(0, len(sources), spec.shard_size)]
     init_ray(spec.address)
     remote = ray.remote(shard_stats)
-    pending = [remote.remote(spec.model, spec.weights, spec.layer, s, dict(spec.storage_options), spec.batch_size)
-               for s in shards]
+    net = pin_build(net, target)
+    pending = [remote.remote(net, spec.layer, s, spec.batch_size) for s in shards]
     sizes = {ref: len(s) for ref, s in zip(pending, shards)}
     progress = Progress(len(sources), desc="encoding")
     total = None
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
-        part = ray.get(ready[0])
+        try:
+            part = ray.get(ready[0])
+        except ray.exceptions.RayTaskError:
+            # this error stops the run and is reported; the other shards' copies of it are not news
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+            raise
         total = part if total is None else total.merge(part)
         progress.update(sizes[ready[0]])
     progress.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 
 from models.capture import Capture
 from models.errors import StorageError, UserInputError
-from models.loading import load_net
+from models.loading import LoadedNet, is_built, load_net
 from models.registry import resolve_model
 from models.units import Unit
 
@@ -31,13 +31,16 @@ from .inverse import Constraint, InverseConfig, InverseResult, inverse_set, quan
 from .loop import LoopResult, Parameterization, optimize
 from .objectives import Objective, ObjectiveSpec, per_item, unit
 
-__all__ = ["NetSpec", "WorkItem", "Batch", "ItemResult", "BatchResult", "InverseJob", "SynthesisActor",
+__all__ = ["NetSpec", "pin_build", "WorkItem", "Batch", "ItemResult", "BatchResult", "InverseJob", "SynthesisActor",
            "pick_device"]
 
 
 @dataclass(frozen=True)
 class NetSpec:
-    """What an actor loads: the target net (+ preprocessing overrides) and, for DGN-AM, the generator."""
+    """What an actor loads: the target net (+ preprocessing overrides) and, for DGN-AM, the generator.
+
+    `built_sha256`: set by the driver (`pin_build`) for a net used as its callable built it; every worker's
+    build must have this state digest, or it refuses to run (models/loading.py)."""
 
     model: str
     weights: str | None = None
@@ -48,9 +51,15 @@ class NetSpec:
     generator: str | None = None
     generator_weights: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    built_sha256: str | None = None
 
     def entry(self):
         return resolve_model(self.model, input_size=self.input_size, mean=self.mean, std=self.std, bgr=self.bgr)
+
+
+def pin_build(net: NetSpec, target: LoadedNet) -> NetSpec:
+    """`net` carrying the state digest of `target` when the driver used it as built (else `net` itself)."""
+    return replace(net, built_sha256=target.weights_sha256) if is_built(target.weights_uri) else net
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ class SynthesisActor:
         self.spec = spec
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
-                               seed=seed)
+                               seed=seed, expect_sha256=spec.built_sha256)
         self.weights, self.weight_loads, self._entry, self._seed = spec.weights, 0, entry, seed
         self.preprocessing = entry.preprocessing
         self.generator = None

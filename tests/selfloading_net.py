@@ -4,6 +4,8 @@
 three heads returned as a tuple). Its "trained" weights come from a private, fixed-seed generator, so every
 build holds the same values and none of them is PyTorch's default initialization. `onet_retrained()` is
 the same architecture with other trained weights: a different build of the same import path's layout.
+`onet_other_on_workers()` builds ONetLike() in the driver and onet_retrained() in a Ray worker, like a
+callable that reads a weights file which differs between the nodes of a cluster.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ONetLike", "onet_retrained"]
+__all__ = ["ONetLike", "onet_retrained", "onet_other_on_workers"]
 
 
 class ONetLike(nn.Module):
@@ -35,6 +37,13 @@ class ONetLike(nn.Module):
 
 def onet_retrained() -> ONetLike:
     return ONetLike(weights_seed=7)
+
+
+def onet_other_on_workers() -> ONetLike:
+    import ray
+
+    in_worker = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE  # task or actor
+    return onet_retrained() if in_worker else ONetLike()
 
 
 def _trained(state: dict, seed: int) -> dict:

@@ -2,19 +2,21 @@
 `--weights random` re-initialized by each module's reset_parameters (seeded) for every model."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from models.errors import UserInputError
-from models.loading import load_net
+from models.loading import is_built, load_net
 from models.net_state import reinitialize, state_digest
 from models.registry import resolve_model
 from models.weights import read_weights
 from pipelines.cli import main
 from tests.conftest import TINY_ENTRY, tiny_net
 from tests.helpers import run_cli, unit_rows
+from tasks.actor import NetSpec, SynthesisActor, pin_build
 from tests.selfloading_net import ONetLike, onet_retrained
 
 ONET = "tests.selfloading_net:ONetLike"
@@ -33,6 +35,23 @@ def test_an_import_path_model_runs_as_built_under_its_state_digest():
     assert torch.equal(net.net.dense6_3.bias, built.dense6_3.bias)
     other = load_net(onet_entry("tests.selfloading_net:onet_retrained"))
     assert other.weights_uri != net.weights_uri  # two builds never share a snapshot
+
+
+def test_a_worker_refuses_a_build_other_than_the_one_planned(tmp_path):
+    planned = load_net(onet_entry())
+    spec = pin_build(NetSpec(ONET, input_size=48), planned)
+    assert is_built(planned.weights_uri) and spec.built_sha256 == planned.weights_sha256
+    assert SynthesisActor(spec).target.weights_sha256 == planned.weights_sha256  # the same build: runs
+    other = replace(spec, model="tests.selfloading_net:onet_retrained")
+    with pytest.raises(UserInputError, match=rf"built different weights on this worker \(state digest "
+                       rf"{state_digest(onet_retrained())[:8]}\) than where the run was planned "
+                       rf"\({planned.weights_sha256[:8]}\).*--weights URI"):
+        SynthesisActor(other)
+    path = tmp_path / "w.pt"
+    torch.save(ONetLike().state_dict(), path)
+    from_file = load_net(onet_entry(), str(path))
+    assert pin_build(NetSpec(ONET, weights=str(path)), from_file).built_sha256 is None  # a file pins itself
+    assert pin_build(NetSpec(ONET, weights="random"), load_net(onet_entry(), "random")).built_sha256 is None
 
 
 def test_weights_uri_loads_over_the_built_net(tmp_path):
@@ -110,3 +129,33 @@ def test_atlas_files_an_import_path_model_under_built_and_random_snapshots(tmp_p
     assert runs["random"]["weights"] == "random" and runs["random"]["weights_sha256"] is None
     start = {(r["snapshot"], r["unit"]): r["activation_start"] for r in rows}
     assert start[(f"built-{digest[:8]}", 0)] != start[("random", 0)]  # the random run really ran other weights
+
+
+@pytest.mark.integration
+def test_a_cluster_whose_workers_build_other_weights_stops_with_one_line(tmp_path):
+    """The driver plans under built-<sha8> of its own build; actors that build other weights refuse, and the
+    run stops with their reason (exit 2, one error line) with no unit written under the driver's label."""
+    out = tmp_path / "out"
+    proc = run_cli("atlas", "--model", "tests.selfloading_net:onet_other_on_workers", "--input-size", "48",
+                   "--layers", "conv4", "--units", "0:2", "--seeds", "1", "--steps", "4", "--out", str(out),
+                   cwd=tmp_path, check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("neuron-atlas: error:")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(errors) == 1 and "built different weights on this worker" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr.split(errors[0])[-1]
+    assert not (out / "units").exists()
+
+
+@pytest.mark.integration
+def test_stats_of_an_import_path_model_as_built_and_of_one_whose_workers_build_other_weights(tmp_path):
+    base = ["stats", "--input-size", "48", "--layer", "conv4", "--images", "offline-photos", "--shard-size", "8"]
+    run_cli(*base, "--model", ONET, "--out", str(tmp_path / "ok"), cwd=tmp_path)
+    meta = json.loads((tmp_path / "ok" / "stats.json").read_text())
+    assert meta["weights_sha256"] == state_digest(ONetLike()) and meta["units"] == 32 * 3 * 3  # conv4: every code
+    bad = run_cli(*base, "--model", "tests.selfloading_net:onet_other_on_workers", "--out", str(tmp_path / "bad"),
+                  cwd=tmp_path, check=False)
+    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("neuron-atlas: error:")]
+    assert bad.returncode == 2 and len(errors) == 1, bad.stderr[-3000:]
+    assert errors[0].startswith("neuron-atlas: error: model 'tests.selfloading_net:onet_other_on_workers' built "
+                                "different weights on this worker"), errors[0]
+    assert not (tmp_path / "bad" / "stats.json").exists()

@@ -25,6 +25,23 @@ def as_lists(top: TopK) -> list[list[tuple[float, int]]]:
     return [[(v, i) for _, v, i, _, _ in top.entries(u)] for u in range(top.columns)]
 
 
+def assert_same_topk(got: list[list[tuple[float, int]]], want: list[list[tuple[float, int]]], rtol=1e-5) -> None:
+    """Equal up to float rounding (activations of a batch of 2 through the folded inference copy against all
+    images at once through the net as loaded: the kernels round differently on different CPUs): the values
+    within `rtol` in order, the same sources in order except within a run of values that tie within `rtol`."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert len(g) == len(w)
+        np.testing.assert_allclose([v for v, _ in g], [v for v, _ in w], rtol=rtol)
+        runs, start = [], 0
+        for j in range(1, len(w) + 1):
+            if j == len(w) or not np.isclose(w[j][0], w[j - 1][0], rtol=rtol, atol=0):
+                runs.append((start, j))
+                start = j
+        for a, b in runs:
+            assert sorted(i for _, i in g[a:b]) == sorted(i for _, i in w[a:b]), (g, w)
+
+
 @pytest.mark.parametrize("k", [1, 3, 9, 40])
 def test_sharded_merge_equals_brute_force_with_ties_and_k_beyond_a_shard(k):
     rng = np.random.default_rng(k)
@@ -210,7 +227,7 @@ def test_worker_shards_merged_equal_brute_force_on_the_tiny_net(tmp_path):
     for layer, values in (("features.2", conv), ("fc", fc)):
         top, stats = merged.layers[layer]
         want = [[(v, ok[i]) for v, i in col] for col in brute_force(values, 5)]
-        assert [[(v, i) for v, i in col] for col in as_lists(top)] == want
+        assert_same_topk(as_lists(top), want)
         assert stats.count == 9
         np.testing.assert_allclose(stats.moments.mean, values.mean(0), rtol=1e-5)
     ties = [col for col in as_lists(merged.layers["fc"][0]) if any(a[0] == b[0] for a, b in zip(col, col[1:]))]

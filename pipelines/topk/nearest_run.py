@@ -38,7 +38,7 @@ from models.errors import UserInputError
 from models.loading import LoadedNet, load_net
 from models.registry import model_slug
 from models.retry import RetryPolicy
-from tasks.actor import NetSpec
+from tasks.actor import NetSpec, pin_build
 
 from ..imagesets import ImageSet, list_image_set
 from ..inverse import read_inverse
@@ -207,7 +207,8 @@ def plan_nearest(spec: NearestSpec) -> NearestPlan:
                       same_class, spec.images, images.digest, [q.image for q in queries]])
     run_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     spec.store().check_writable()
-    return NearestPlan(spec, net, target, queries, spaces, images, same_class, run_id, notes, classes)
+    return NearestPlan(spec, pin_build(net, target), target, queries, spaces, images, same_class, run_id, notes,
+                       classes)
 
 
 def run_nearest(plan: NearestPlan, *, log=print) -> CommandSummary:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import torch
@@ -27,7 +27,7 @@ from models.loading import LoadedNet, load_net
 from models.registry import model_slug
 from models.retry import RetryPolicy
 from models.units import parse_units, resolve_units
-from tasks.actor import NetSpec
+from tasks.actor import NetSpec, pin_build
 from tasks.quantiles import MAX_ABS, MIN_ABS, REL_ERROR
 from tasks.receptive import Geometry, NotTraceable, receptive_fields
 
@@ -145,7 +145,8 @@ def plan_topk(spec: TopkSpec) -> TopkPlan:
                       spec.images, images.digest, [REL_ERROR, MIN_ABS, MAX_ABS]])
     run_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     spec.store().check_writable()
-    return TopkPlan(spec, target, images, sel, geometry, model, snapshot, run_id, note)
+    return TopkPlan(replace(spec, net=pin_build(spec.net, target)), target, images, sel, geometry, model, snapshot,
+                    run_id, note)
 
 
 def command_record(command: str, net: NetSpec, target: LoadedNet, model: str, snapshot: str, images: ImageSet,

@@ -111,7 +111,8 @@ class ImageWorker:
             torch.set_num_threads(threads)
         self.device = pick_device(device)
         self.spec = net
-        self.net = load_net(net.entry(), net.weights, storage_options=net.storage_options, device=self.device)
+        self.net = load_net(net.entry(), net.weights, storage_options=net.storage_options, device=self.device,
+                            expect_sha256=net.built_sha256)
         self.size = net.entry().preprocessing.size
         self.queries = queries
         self._query_codes: dict[str, torch.Tensor] = {}
