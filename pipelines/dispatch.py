@@ -72,12 +72,12 @@ def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, 
         except RayError as e:  # the actor or its node died
             last_error = e
             queue.appendleft(job)
+            why = _creation_error(e)
             if ai in healthy:
                 healthy.discard(ai)
-                why = _creation_error(e)
                 log(f"actor {ai} could not start ({why}); its jobs go to the other actors" if why else
                     f"actor {ai} lost ({type(e).__name__}); its jobs go to the other actors")
-            if load[ai] == 0 and ai not in probes.values() and not _creation_error(e):  # never restarted
+            if load[ai] == 0 and ai not in probes.values() and not why:  # a failed constructor never restarts
                 probes[actors[ai].ping.remote()] = ai
             for other in sorted(healthy):
                 fill(other)
