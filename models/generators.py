@@ -2,7 +2,8 @@
 
 The DeePSiM architectures (Dosovitskiy & Brox 2016) follow papers.md layer for layer, with the Caffe layer
 names so converted weights map one to one. Their output is BGR on a 0-255 scale minus the ImageNet mean;
-`GeneratorEntry.to_image01` undoes that convention, so tasks always see [0, 1] RGB images.
+`GeneratorEntry.to_image01` undoes that convention, so tasks always see [0, 1] images (RGB, or one grey
+channel for the Fashion-MNIST prior, whose channel count is the length of its `mean`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from torch import nn
 
 from .registry import register
 
-__all__ = ["GeneratorEntry", "DeePSiM", "PooledFeatureGenerator", "TinyGenerator"]
+__all__ = ["GeneratorEntry", "DeePSiM", "PooledFeatureGenerator", "TinyGenerator", "FashionGenerator"]
 
 
 @dataclass(frozen=True)
 class GeneratorEntry:
     """A generator prior: `build()` returns G (untrained); G(code [B, *code_shape]) -> raw image.
 
-    raw image -> [0, 1] RGB: x = raw + mean (per channel, generator's channel order), / scale, flip if bgr.
+    raw image -> [0, 1]: x = raw + mean (per channel, generator's channel order), / scale, flip if bgr. The
+    image has one channel per value of `mean`.
     """
 
     name: str
@@ -31,7 +33,7 @@ class GeneratorEntry:
     code_shape: tuple[int, ...]
     out_size: int
     bgr: bool = True
-    mean: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    mean: tuple[float, ...] = (104.0, 117.0, 123.0)
     scale: float = 255.0
     default_weights: Callable[[], str] | None = None
     description: str = ""
@@ -47,9 +49,13 @@ class GeneratorEntry:
     def example_input_shape(self) -> tuple[int, ...]:
         return self.code_shape
 
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
     def to_image01(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw generator output -> [0, 1]-scale RGB (not clamped: gradients must flow at the edges)."""
-        mean = raw.new_tensor(self.mean).view(1, 3, 1, 1)
+        """Raw generator output -> [0, 1]-scale images (not clamped: gradients must flow at the edges)."""
+        mean = raw.new_tensor(self.mean).view(1, -1, 1, 1)
         x = (raw + mean) / self.scale
         return x.flip(1) if self.bgr else x
 
@@ -144,8 +150,35 @@ class TinyGenerator(nn.Module):
         return self.up(torch.nn.functional.leaky_relu(self.fc(code), 0.3).view(-1, self.width, 4, 4))
 
 
+class FashionGenerator(nn.Module):
+    """DeePSiM's fc6 generator at Fashion-MNIST size: code [B, 512] (fashion_cnn's fc6 after ReLU) ->
+    [B, 1, 28, 28]. Three fully connected layers (defc7, defc6, defc5 as in DeePSiM) to 64 x 7 x 7, then
+    up-convolutions to 14 and 28 with a 3 x 3 convolution after each; LeakyReLU(0.3) after every layer but
+    the last. About 2.3 M parameters."""
+
+    def __init__(self, code_dim: int = 512):
+        super().__init__()
+        self.defc7 = nn.Linear(code_dim, 512)
+        self.defc6 = nn.Linear(512, 512)
+        self.defc5 = nn.Linear(512, 64 * 7 * 7)
+        self.deconv2 = nn.ConvTranspose2d(64, 64, 4, 2, 1)  # 14
+        self.conv2_1 = nn.ConvTranspose2d(64, 32, 3, 1, 1)
+        self.deconv1 = nn.ConvTranspose2d(32, 32, 4, 2, 1)  # 28
+        self.conv1_1 = nn.ConvTranspose2d(32, 1, 3, 1, 1)
+        self.act = _lrelu()
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        a = self.act
+        x = a(self.defc5(a(self.defc6(a(self.defc7(code)))))).view(-1, 64, 7, 7)
+        for layer in (self.deconv2, self.conv2_1, self.deconv1):
+            x = a(layer(x))
+        return self.conv1_1(x)
+
+
 PRIORS = Path(__file__).resolve().parent / "priors"
 MNV2_POOL_DGN = (("lr", 1.0), ("lr_end", 0.02), ("init_std", 0.3))
+# DGN-AM settings for fashion-fc, chosen by measurement (benchmarks/dgn_quality.py; README "Learned priors")
+FASHION_FC_DGN = (("lr", 1.0), ("lr_end", 0.02), ("init_std", 1.0), ("steps", 200))
 
 
 def _shipped(name: str) -> Callable[[], str]:
@@ -168,6 +201,13 @@ for _entry in (
                    "(demo prior shipped in models/priors, trained on 222 offline photos)",
                    encoder=("mobilenet_v2", "classifier.0"), default_weights=_shipped("mnv2-pool.pt"),
                    default_bounds=_shipped("mnv2-pool-bounds.npy"), dgn_defaults=MNV2_POOL_DGN),
+    # the Fashion-MNIST prior: trained by `neuron-atlas train-generator` on the 60,000 training photos
+    # (models/priors/fashion-fc.json holds the commands), bounds from `neuron-atlas stats` over the same photos
+    GeneratorEntry("fashion-fc", FashionGenerator, (512,), 28, bgr=False, mean=(0.5,), scale=1.0,
+                   description="DeePSiM generator inverting fashion_cnn's fc6 (classifier.2), 28 px greyscale, "
+                   "trained on Fashion-MNIST", encoder=("fashion_cnn", "classifier.2"),
+                   default_weights=_shipped("fashion-fc.pt"), default_bounds=_shipped("fashion-fc-bounds.npy"),
+                   dgn_defaults=FASHION_FC_DGN),
     GeneratorEntry("tiny", lambda: TinyGenerator(64), (64,), 64, bgr=False, mean=(0.5, 0.5, 0.5), scale=1.0,
                    description="small 64-d -> 64x64 generator for tests and quick runs"),
 ):

@@ -116,7 +116,15 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
     # channels_last: 15-30 % faster convolutions on CPU (oneDNN) and the layout tensor cores want on GPU
     net.to(dev, memory_format=torch.channels_last)
     example = torch.zeros(1, *entry.example_input_shape, device=dev)
-    layers = trace_layers(net, example)
+    try:
+        layers = trace_layers(net, example)
+    except RuntimeError as e:
+        if getattr(entry, "kind", "net") != "net":
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        shape = "x".join(map(str, entry.example_input_shape))
+        raise UserInputError(f"model {entry.name!r} does not run on a {shape} input ({first}); give --channels "
+                             "and --input-size that fit it") from e
     pre = getattr(entry, "preprocessing", None)
     normalize = pre.module().to(dev) if pre is not None else None
     return LoadedNet(entry, net, layers, uri, sha, dev, normalize, tuple(inplace))

@@ -19,7 +19,10 @@ from torchvision import models as tvm
 from .errors import UserInputError
 from .preprocess import IMAGENET, Preprocessing
 
-__all__ = ["NetEntry", "register", "registry", "resolve_model", "packaged_mobilenet_v2", "model_slug"]
+__all__ = ["NetEntry", "register", "registry", "resolve_model", "packaged_mobilenet_v2", "model_slug",
+           "default_generator", "DEFAULT_GENERATOR"]
+
+DEFAULT_GENERATOR = "mnv2-pool"  # the prior of nets that name none (the shipped MobileNetV2 demo prior)
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -41,11 +44,13 @@ class NetEntry:
     # (layer, units spec) pairs that `neuron-atlas atlas` uses when --layers is not given
     default_selection: tuple[tuple[str, str], ...] = ()
     self_loading: bool = False
+    # the generator prior `--method dgn` uses when --generator is not given (None: DEFAULT_GENERATOR)
+    generator: str | None = None
     kind: str = field(default="net", init=False)
 
     @property
     def example_input_shape(self) -> tuple[int, ...]:
-        return (3, *self.preprocessing.size)
+        return (self.preprocessing.channels, *self.preprocessing.size)
 
 
 _REGISTRY: dict[str, object] = {}
@@ -58,7 +63,7 @@ def register(entry) -> None:
 
 def registry() -> dict[str, object]:
     """A copy of the registry, name -> entry (generators included once their module is imported)."""
-    from . import generators, lrcn, video_demo  # noqa: F401  (register the generators and video models)
+    from . import fashion, generators, lrcn, video_demo  # noqa: F401  (register generators, video and Fashion nets)
 
     return dict(_REGISTRY)
 
@@ -73,9 +78,18 @@ def packaged_mobilenet_v2() -> str:
     return str(root / "mobilenet_v2-b0353104.pth")
 
 
+def default_generator(model: str) -> str:
+    """The generator prior for `model` when --generator is not given: its entry's own, else DEFAULT_GENERATOR."""
+    entry = registry().get(model)
+    return getattr(entry, "generator", None) or DEFAULT_GENERATOR
+
+
 def resolve_model(name: str, *, input_size: int | None = None, mean: tuple | None = None,
-                  std: tuple | None = None, bgr: bool | None = None):
-    """Registry name or `package.module:Callable` -> entry; preprocessing flags override the entry's."""
+                  std: tuple | None = None, bgr: bool | None = None, channels: int | None = None):
+    """Registry name or `package.module:Callable` -> entry; preprocessing flags override the entry's.
+
+    `channels` (1 or 3) sets the input channel count; --mean/--std must then give as many values, and
+    default to ImageNet's (their average for one channel)."""
     reg = registry()
     if name in reg:
         entry = reg[name]
@@ -84,13 +98,29 @@ def resolve_model(name: str, *, input_size: int | None = None, mean: tuple | Non
     else:
         known = ", ".join(sorted(reg))
         raise UserInputError(f"unknown model {name!r}; use one of {known} or a 'package.module:Callable'")
-    if isinstance(entry, NetEntry) and any(v is not None for v in (input_size, mean, std, bgr)):
-        pre = entry.preprocessing
-        entry = replace(entry, preprocessing=Preprocessing(
-            size=(input_size, input_size) if input_size else pre.size,
-            mean=tuple(mean) if mean else pre.mean, std=tuple(std) if std else pre.std,
-            bgr=pre.bgr if bgr is None else bgr, scale=pre.scale))
+    if isinstance(entry, NetEntry) and any(v is not None for v in (input_size, mean, std, bgr, channels)):
+        entry = replace(entry, preprocessing=_override(entry.preprocessing, input_size, mean, std, bgr, channels))
     return entry
+
+
+def _override(pre: Preprocessing, input_size, mean, std, bgr, channels) -> Preprocessing:
+    channels = channels or (len(mean) if mean else len(std) if std else pre.channels)
+    if channels not in (1, 3):
+        raise UserInputError(f"--channels {channels}: nets take 1 (greyscale) or 3 (RGB) input channels")
+    for flag, value in (("--mean", mean), ("--std", std)):
+        if value and len(value) != channels:
+            raise UserInputError(f"{flag} gives {len(value)} values for {channels} input channel(s); give one per "
+                                 "channel")
+
+    def fit(values: tuple) -> tuple:  # the entry's values for another channel count
+        if len(values) == channels:
+            return tuple(values)
+        return (sum(values) / len(values),) if channels == 1 else tuple(values) * 3
+    if bgr and channels != 3:
+        raise UserInputError("--bgr applies to 3-channel nets only")
+    return Preprocessing(size=(input_size, input_size) if input_size else pre.size,
+                         mean=tuple(mean) if mean else fit(pre.mean), std=tuple(std) if std else fit(pre.std),
+                         bgr=(pre.bgr and channels == 3) if bgr is None else bgr, scale=pre.scale, crop=pre.crop)
 
 
 def model_slug(name: str) -> str:

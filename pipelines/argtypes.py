@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "objective_arg", "add_model_flags", "add_preprocessing_flags", "add_generator_flags",
+__all__ = ["key_value", "floats3", "preprocessing_kwargs", "objective_arg", "add_model_flags", "add_preprocessing_flags",
+           "add_generator_flags",
            "add_selection_flags", "add_execution_flags"]
 
 
@@ -16,15 +17,22 @@ def key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def floats3(text: str) -> tuple[float, float, float]:
-    """'a,b,c' -> three floats (per-channel mean or std)."""
+def floats3(text: str) -> tuple[float, ...]:
+    """'a,b,c' (or 'a' for a 1-channel net) -> per-channel floats (mean or std)."""
     try:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
         vals = ()
-    if len(vals) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers, e.g. 0.485,0.456,0.406")
-    return vals  # type: ignore[return-value]
+    if len(vals) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one or three comma-separated numbers (one per input "
+                                         "channel), e.g. 0.485,0.456,0.406")
+    return vals
+
+
+def preprocessing_kwargs(args: argparse.Namespace) -> dict:
+    """The preprocessing flags as keyword arguments of `resolve_model` and `NetSpec`."""
+    return {"input_size": args.input_size, "mean": args.mean, "std": args.std, "bgr": args.bgr,
+            "channels": getattr(args, "channels", None)}
 
 
 def objective_arg(text: str) -> tuple[str, int | None, int | None, float]:
@@ -55,8 +63,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_preprocessing_flags(g) -> None:
-    """--input-size, --mean, --std, --bgr: how a package.module:Callable model takes its images."""
+    """--input-size, --channels, --mean, --std, --bgr: how a package.module:Callable model takes its images."""
     g.add_argument("--input-size", type=int, help="input size for a package.module:Callable model")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="input channels of a package.module:Callable "
+                   "model (default 3, or as many as --mean gives); 1: greyscale pictures")
     g.add_argument("--mean", type=floats3, help="per-channel mean, in the net's channel order and scale")
     g.add_argument("--std", type=floats3, help="per-channel std")
     g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
@@ -73,8 +83,8 @@ def add_selection_flags(p: argparse.ArgumentParser, layers_help: str, units_help
 
 
 def add_generator_flags(g) -> None:
-    g.add_argument("--generator", default="mnv2-pool",
-                   help="generator prior G (registry name; default: the shipped MobileNetV2 demo prior)")
+    g.add_argument("--generator", help="generator prior G (registry name; default: the model's own prior, e.g. "
+                   "fashion-fc for the Fashion-MNIST nets, else mnv2-pool, the shipped MobileNetV2 demo prior)")
     g.add_argument("--generator-weights", help="generator weights URI, or 'random'")
     g.add_argument("--bounds", help="per-code-unit upper bounds (.npy, .parquet column 'upper', or text)")
     g.add_argument("--code-bound", type=float, help="constant upper bound for every code unit")

@@ -13,9 +13,11 @@ import sys
 
 from models.errors import UserInputError
 
-from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg
+from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg,
+                       preprocessing_kwargs)
 
-__all__ = ["add_subcommand", "add_method_flags", "spec_from_args", "run", "tuned", "DEFAULT_METHOD", "DEFAULT_STYLE"]
+__all__ = ["add_subcommand", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator", "DEFAULT_METHOD",
+           "DEFAULT_STYLE"]
 
 DEFAULT_METHOD = "image"
 DEFAULT_STYLE = "lucid"
@@ -75,10 +77,19 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
 
 
 def tuned(generator: str) -> dict:
-    """The generator entry's own DGN-AM settings (e.g. lr, init_std), applied where flags are absent."""
+    """The generator entry's own DGN-AM settings (e.g. lr, init_std; `steps`), applied where flags are absent."""
     from models.registry import resolve_model
 
     return dict(getattr(resolve_model(generator), "dgn_defaults", ()))
+
+
+def with_generator(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with --generator filled in from the model's entry when it was not given."""
+    from models.registry import default_generator
+
+    if getattr(args, "generator", None):
+        return args
+    return argparse.Namespace(**{**vars(args), "generator": default_generator(args.model)})
 
 
 def _image_config(args):
@@ -101,8 +112,10 @@ def _dgn_config(args):
                                  "--lr, --lr-end and the generator flags")
     common = {k: v for k, v in {"lr": args.lr, "lr_end": args.lr_end, "normalize": args.normalize_grad}.items()
               if v is not None}
+    settings = tuned(args.generator)
+    steps = int(settings.pop("steps", _DEFAULT_STEPS))
     return DGNConfig(l2=args.l2, l2_lambda=args.l2_lambda, upper=args.code_bound, transforms=args.transforms or "none",
-                     **{**tuned(args.generator), **common}), _DEFAULT_STEPS
+                     **{**settings, **common}), steps
 
 
 def spec_from_args(args):
@@ -112,10 +125,11 @@ def spec_from_args(args):
 
     from .spec import AtlasSpec
 
+    args = with_generator(args)
     config, steps = _image_config(args) if args.method == "image" else _dgn_config(args)
     storage = dict(args.storage_option)
-    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
-                  std=args.std, bgr=args.bgr, generator=args.generator if args.method == "dgn" else None,
+    net = NetSpec(model=args.model, weights=args.weights, **preprocessing_kwargs(args),
+                  generator=args.generator if args.method == "dgn" else None,
                   generator_weights=args.generator_weights, storage_options=storage)
     layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else ()
     kind, a, b, gamma = args.objective

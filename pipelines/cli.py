@@ -21,8 +21,9 @@ from .snapshots import snapshots_cmd
 from .report import report_cmd
 from .topk import nearest_cmd, topk_cmd
 from .video import video_cmd
-from .argtypes import add_execution_flags, add_generator_flags, add_model_flags, add_preprocessing_flags, key_value
-from .atlas_cmd import tuned
+from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_preprocessing_flags, key_value,
+                       preprocessing_kwargs)
+from .atlas_cmd import tuned, with_generator
 
 __all__ = ["main", "build_parser"]
 
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-kind", choices=["mix", "box"], default="mix",
                    help="mix: blends and intensified copies of the batch's photo codes; box: uniform in bounds")
     p.add_argument("--bounds", help="code upper bounds (.npy from 'neuron-atlas stats'), for --synthetic-codes")
+    p.add_argument("--augment", choices=["photo", "flip", "none"], default="photo",
+                   help="photo: random resized crops, flips and colour jitter of each whole picture (a few hundred "
+                   "photos); flip: each image as the encoder frames it, randomly mirrored (a dataset such as "
+                   "fashion-mnist:train); none: as the encoder frames it")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
@@ -149,7 +154,7 @@ def _cmd_layers(args) -> int:
     from models.loading import BUILT_WEIGHTS, load_net
     from models.registry import resolve_model
 
-    entry = resolve_model(args.model, input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
+    entry = resolve_model(args.model, **preprocessing_kwargs(args))
     if args.video or getattr(entry, "kind", None) == "video":
         return video_cmd.list_layers(args)
     # the layer table needs the architecture only: without --weights, no file is read and nothing re-initialized
@@ -165,7 +170,7 @@ def _cmd_stats(args) -> int:
     spec = StatsSpec(model=model, layer=layer, images=args.images, out=args.out, weights=args.weights, k=args.k,
                      storage_options=dict(args.storage_option), batch_size=args.batch_size,
                      shard_size=args.shard_size, address=args.address, generator=args.generator,
-                     input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
+                     **preprocessing_kwargs(args))
     s = run_stats(spec, log=lambda m: print(m, file=sys.stderr))
     print(f"stats of {model} {layer}: {s.count} images, {len(s.mean)} units, mean upper bound "
           f"{float(s.upper_bounds(args.k).mean()):.3f}; wrote {args.out}/stats.parquet and {args.out}/bounds.npy")
@@ -185,7 +190,7 @@ def _cmd_train_generator(args) -> int:
                      weights=LossWeights(args.w_pixel, args.w_feature, args.w_adversarial, args.w_code),
                      encoder_weights=args.encoder_weights, checkpoint_every=args.checkpoint_every, seed=args.seed,
                      synthetic_codes=args.synthetic_codes, synthetic_kind=args.synthetic_kind, bounds=args.bounds,
-                     storage_options=dict(args.storage_option))
+                     augment=args.augment, storage_options=dict(args.storage_option))
     history = train_generator(spec, log=lambda m: print(m, file=sys.stderr))
     print(f"trained {args.generator} to step {history[-1]['step']}; wrote {args.out}/generator.pt, "
           f"{args.out}/losses.json and {args.out}/loss_curve.png")
@@ -204,7 +209,7 @@ def _init_std(args) -> float:
 
     if args.init_std is not None:
         return args.init_std
-    return tuned(args.generator).get("init_std", InverseConfig.init_std)
+    return tuned(with_generator(args).generator).get("init_std", InverseConfig.init_std)
 
 
 def _cmd_inverse(args) -> int:
@@ -215,8 +220,9 @@ def _cmd_inverse(args) -> int:
     from .inverse import InverseSpec, plan_inverse, run_inverse
 
     storage = dict(args.storage_option)
-    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean,
-                  std=args.std, bgr=args.bgr, generator=args.generator, generator_weights=args.generator_weights,
+    args = with_generator(args)
+    net = NetSpec(model=args.model, weights=args.weights, **preprocessing_kwargs(args), generator=args.generator,
+                  generator_weights=args.generator_weights,
                   storage_options=storage)
     config = InverseConfig(k=args.k, n=args.n, seed_steps=args.seed_steps, max_outer=args.max_outer, mu0=args.mu0,
                            mu_growth=args.mu_growth, lr=args.lr, beta=args.beta,

@@ -2,6 +2,7 @@
 
 A URI names one of:
 - `offline` or `offline-photos`: the photos bundled with skimage and scikit-learn (pipelines/photos.py);
+- `fashion-mnist:train`, `fashion-mnist:test`, or a folder or file of IDX images (pipelines/idx.py), labelled;
 - a local folder, an S3 (or any fsspec) prefix, or one file: every .jpg/.jpeg/.png under it, recursively,
   sorted by path. Files with other names are not images: they are listed in `ImageSet.ignored` so that the
   caller can name them in its log. When every image lies exactly one folder below the root (and none at
@@ -10,7 +11,7 @@ A URI names one of:
   a column `image` (binary, or a struct with a `bytes` field, as Hugging Face datasets write it), else the
   only binary column; labels from a `label` column when there is one. Rows are sorted by file, then row.
 
-A source is a string: the file's URI, `offline:<name>`, or `<parquet file URI>#<row>`. `read_images` returns
+A source is a string: the file's URI, `offline:<name>`, or `<parquet or IDX file URI>#<row>`. `read_images` returns
 the pixels of the sources it could decode and, for each one it could not (a missing or corrupt file, bytes
 that are not an image), the source and the reason: the caller skips and counts them, never crashes. Storage
 faults that outlast their retries raise StorageError as everywhere else.
@@ -35,12 +36,13 @@ from models.errors import StorageError, UserInputError
 from models.retry import RetryPolicy, with_retries
 from models.storage_client import read_uri, url_to_fs
 
+from .idx import idx_image, idx_split
 from .photos import OFFLINE_SETS, offline_image, offline_sources
 
 __all__ = ["Source", "ImageSet", "list_image_set", "read_images", "load_image", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_NAMED_SETS = ", ".join(map(repr, OFFLINE_SETS))
+_NAMED_SETS = ", ".join(map(repr, (*OFFLINE_SETS, "fashion-mnist:train", "fashion-mnist:test")))
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ def list_image_set(uri: str, storage_options: Mapping[str, Any], policy: RetryPo
     offline = offline_sources(uri)
     if offline is not None:
         return ImageSet(uri, tuple(Source(s) for s in offline))
+    idx = idx_split(uri)
+    if idx is not None:
+        labels = idx.labels() or [None] * idx.count()
+        return ImageSet(uri, tuple(Source(f"{idx.images_file}#{i}", lab) for i, lab in enumerate(labels)))
     policy = policy or RetryPolicy()
     try:
         fs, root = url_to_fs(uri, storage_options, policy)
@@ -162,6 +168,14 @@ def read_images(sources: Sequence[str], storage_options: Mapping[str, Any], poli
         photo = offline_image(source)
         if photo is not None:
             out[pos] = photo
+            continue
+        try:
+            grey = idx_image(source)
+        except (IndexError, UserInputError) as e:
+            failed.append((source, _reason(e)))
+            continue
+        if grey is not None:
+            out[pos] = np.repeat(grey[..., None], 3, axis=2)
             continue
         file, sep, row = source.rpartition("#")
         if sep and file.lower().endswith(".parquet") and row.isdigit():

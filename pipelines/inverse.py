@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import ray
-from PIL import Image
 
 from models.capture import unknown_layer
 from models.errors import UserInputError
@@ -43,7 +42,7 @@ from .keys import hyperparams_json, safe_segment
 from .manifest import inverse_record, utc_now, write_manifest
 from .progress import Progress
 from .sheet import contact_sheet
-from .sink import parquet_bytes, png_bytes
+from .sink import parquet_bytes, pil_image, png_bytes
 from .spec import generator_hp, prepare_generator, snapshot_name
 from .storage import Store
 
@@ -199,7 +198,7 @@ def _paths(plan: InversePlan, run_id: str) -> tuple[str, str, str]:
 
 def _sheet(result: InverseResult, constraints: tuple[Constraint, ...], columns: int = 10) -> bytes:
     order = np.argsort(result.activations[:, 0].numpy()) if len(result.images) else []
-    images = [Image.fromarray(result.images[i].numpy()) for i in order]
+    images = [pil_image(result.images[i].numpy()) for i in order]
     labels = [" ".join(f"{v:.2f}" for v in result.activations[i].tolist()) for i in order]
     title = " & ".join(str(c) for c in constraints)
     sheet = contact_sheet(images, labels, columns=min(columns, max(1, len(images))), tile=96,

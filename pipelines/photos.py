@@ -17,7 +17,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-__all__ = ["offline_photos", "offline_sources", "offline_image", "OFFLINE_SETS", "to_model_input"]
+__all__ = ["offline_photos", "offline_sources", "offline_image", "OFFLINE_SETS", "to_model_input",
+           "preprocessing_input"]
 
 # --images value -> whether the set includes the 200 LFW faces
 OFFLINE_SETS = {"offline": True, "offline-photos": False}
@@ -78,18 +79,30 @@ def offline_image(source: str) -> np.ndarray | None:
     return _by_name()[source[len(_PREFIX):]]
 
 
-def to_model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize the short side to size/0.875 and centre-crop `size` (the ImageNet evaluation transform);
-    returns float32 [3, H, W] in [0, 1].
+def to_model_input(image: np.ndarray, size: tuple[int, int], channels: int = 3, crop: float = 0.875) -> np.ndarray:
+    """Resize the short side to size/crop and centre-crop `size` (crop 0.875: the ImageNet evaluation
+    transform; 1.0: the whole short side); returns float32 [channels, H, W] in [0, 1], greyscale (Rec. 601
+    luma, exact for grey photos) when `channels` is 1.
 
     Only the crop is resampled (PIL's `box`): the same filter at the same positions as resizing the whole
     image and cropping after, for about half the work (pixels differ by at most 1/255 from rounding)."""
     h, w = image.shape[:2]
     th, tw = size
-    scale = max(th, tw) / 0.875 / min(h, w)
+    scale = max(th, tw) / crop / min(h, w)
     W, H = max(tw, round(w * scale)), max(th, round(h * scale))  # the resized image the crop is cut from
     left, top = (W - tw) // 2, (H - th) // 2
     sx, sy = w / W, h / H
     box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
-    img = Image.fromarray(image).resize((tw, th), Image.BILINEAR, box=box)
-    return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)
+    img = Image.fromarray(image)
+    if channels == 1:
+        img = img.convert("L")
+    elif channels != 3:
+        raise ValueError(f"photos become 1- or 3-channel inputs, not {channels}")
+    img = img.resize((tw, th), Image.BILINEAR, box=box)
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def preprocessing_input(image: np.ndarray, pre) -> np.ndarray:
+    """`to_model_input` with a net's Preprocessing (size, channel count and crop)."""
+    return to_model_input(image, pre.size, pre.channels, pre.crop)

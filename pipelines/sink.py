@@ -26,7 +26,7 @@ from .keys import ItemKey, batch_digest
 from models.retry import with_retries
 from .storage import Store
 
-__all__ = ["write_batch", "done_keys", "png_bytes", "parquet_bytes", "read_units", "read_dataset", "PARTITIONING",
+__all__ = ["write_batch", "done_keys", "png_bytes", "pil_image", "parquet_bytes", "read_units", "read_dataset", "PARTITIONING",
            "UNITS_SCHEMA"]
 
 PARTITION_FIELDS = [("model", pa.string()), ("snapshot", pa.string()), ("layer", pa.string())]
@@ -44,10 +44,17 @@ ACTIVATIONS_SCHEMA = pa.schema([
 ])
 
 
+def pil_image(image: np.ndarray) -> Image.Image:
+    """uint8 [H, W, 3] -> an RGB picture; [H, W, 1] or [H, W] (a 1-channel net's) -> a greyscale one."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    return Image.fromarray(np.ascontiguousarray(image), "L" if image.ndim == 2 else "RGB")
+
+
 def png_bytes(image: np.ndarray) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes with no metadata chunks."""
+    """uint8 [H, W, 3] (RGB) or [H, W, 1] (greyscale) -> PNG bytes with no metadata chunks."""
     buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="PNG", optimize=False)
+    pil_image(image).save(buf, format="PNG", optimize=False)
     return buf.getvalue()
 
 

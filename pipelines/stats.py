@@ -32,7 +32,7 @@ from tasks.actor import NetSpec, pin_build
 from tasks.stats import RunningStats, encode
 
 from .imagesets import list_image_set, load_image
-from .photos import to_model_input
+from .photos import preprocessing_input
 from .progress import Progress
 from .storage import Store
 
@@ -53,12 +53,13 @@ class StatsSpec:
     address: str = "local"
     generator: str | None = None  # recorded only: the generator whose encoder this is
     input_size: int | None = None  # preprocessing of a package.module:Callable model (registry entries: theirs)
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     bgr: bool | None = None
+    channels: int | None = None
 
     def net(self) -> NetSpec:
-        return NetSpec(self.model, self.weights, self.input_size, self.mean, self.std, self.bgr,
+        return NetSpec(self.model, self.weights, self.input_size, self.mean, self.std, self.bgr, self.channels,
                        storage_options=self.storage_options)
 
 
@@ -85,8 +86,8 @@ def shard_stats(spec: NetSpec, layer: str, sources: list, batch_size: int) -> Ru
     have the driver's digest, `spec.built_sha256`)."""
     entry = spec.entry()
     net = load_net(entry, spec.weights, storage_options=spec.storage_options, expect_sha256=spec.built_sha256)
-    size = entry.preprocessing.size
-    x = torch.tensor(np.stack([to_model_input(load_image(s, spec.storage_options), size) for s in sources]))
+    pre = entry.preprocessing
+    x = torch.tensor(np.stack([preprocessing_input(load_image(s, spec.storage_options), pre) for s in sources]))
     return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size))
 
 

@@ -1,5 +1,15 @@
 """`neuron-atlas train-generator`: DeePSiM-style training of a generator prior that inverts a chosen layer
-of an encoder (any registry net truncated there), from images at any fsspec URI or the offline photos.
+of an encoder (any registry net truncated there), from images at any fsspec URI, an IDX set such as
+`fashion-mnist:train`, or the offline photos.
+
+Every image is read once and kept in memory (an IDX set straight from its arrays; other sets through the
+bounded storage readers, unreadable images skipped and counted); batches are drawn from memory. Augmentation
+(`augment`): `photo` takes random resized crops of each whole picture with flips and colour jitter (a few
+hundred photos of any size); `flip` and `none` keep each image as the encoder sees it (its preprocessing's
+size, channels and crop), stored once as one uint8 tensor, with or without random horizontal flips (a
+dataset of thousands at the net's own framing, such as Fashion-MNIST). Batch indices, augmentation and
+synthetic codes are drawn from (seed, step), so a run resumed from its checkpoint continues the same loss
+curve it would have drawn without the interruption.
 
 Checkpoints (G, D, both optimizers, step, loss history) go to `<out>/checkpoint.pt` every
 `--checkpoint-every` steps and at the end, written atomically; rerunning the same command resumes from it.
@@ -27,8 +37,10 @@ from models.registry import resolve_model
 from tasks.deepsim import DeePSiMTrainer, LossWeights, box_codes, mixed_codes
 from tasks.dgn import fit_to
 
+from .idx import idx_split
+from .imagesets import list_image_set, read_images
+from .photos import to_model_input
 from .spec import read_bounds
-from .stats import list_images, load_image
 from .storage import Store
 
 __all__ = ["TrainSpec", "train_generator"]
@@ -52,7 +64,63 @@ class TrainSpec:
     synthetic_codes: int = 0  # extra codes per step drawn inside the bounds, for the code loss
     synthetic_kind: str = "mix"  # "mix": blends of photo codes (mixed_codes); "box": uniform (box_codes)
     bounds: str | None = None  # code upper bounds (stats' bounds.npy); needed by synthetic codes
+    augment: str = "photo"  # "photo", "flip" or "none" (module docstring)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+AUGMENTS = ("photo", "flip", "none")
+
+
+class _Images:
+    """The training images in memory and a batch sampler: `batch(step)` -> [B, C, S, S] in [0, 1]."""
+
+    def __init__(self, spec: TrainSpec, gen_entry, pre, log):
+        self.spec, self.size, self.channels = spec, gen_entry.out_size, gen_entry.channels
+        split = idx_split(spec.images)
+        t0 = time.perf_counter()
+        if split is not None and spec.augment != "photo":
+            images = torch.from_numpy(split.arrays()[0].copy()).unsqueeze(1)  # [N, 1, H, W] uint8
+            images = images.expand(-1, self.channels, -1, -1) if self.channels != 1 else images
+            if tuple(images.shape[-2:]) != (self.size, self.size):
+                images = (fit_to(images.float(), (self.size, self.size)).round().clamp(0, 255)).to(torch.uint8)
+            self.stack, self.pictures = images.contiguous(), None
+        else:
+            image_set = list_image_set(spec.images, spec.storage_options)
+            pictures, failed = read_images([s.uri for s in image_set.sources], spec.storage_options)
+            pictures = [p for p in pictures if p is not None]
+            if failed:
+                log(f"skipped {len(failed)} unreadable images (first: {failed[0][0]}: {failed[0][1]})")
+            if not pictures:
+                raise UserInputError(f"no readable images under --images {spec.images!r}")
+            if spec.augment == "photo":
+                self.pictures = [torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in pictures]
+                self.stack = None
+            else:
+                size = (self.size, self.size)
+                self.stack = torch.from_numpy(np.stack([
+                    (to_model_input(p, size, self.channels, pre.crop) * 255).round().astype(np.uint8)
+                    for p in pictures]))
+                self.pictures = None
+        self.count = len(self.stack) if self.stack is not None else len(self.pictures)
+        log(f"read {self.count:,} training images into memory in {time.perf_counter() - t0:.1f} s")
+        s = self.size
+        self.augment = v2.Compose([v2.RandomResizedCrop(s, scale=(0.2, 1.0), antialias=True),
+                                   v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3, 0.05)])
+
+    def batch(self, step: int) -> torch.Tensor:
+        spec = self.spec
+        rng = np.random.default_rng([spec.seed, step])
+        idx = torch.from_numpy(rng.integers(0, self.count, spec.batch_size))
+        torch.manual_seed(spec.seed * 1_000_003 + step)  # the augmentation stream of this step
+        if self.pictures is not None:
+            x = torch.stack([self.augment(self.pictures[i]) for i in idx.tolist()]).float() / 255.0
+            luma = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # Rec. 601, as to_model_input
+            return (x * luma).sum(1, keepdim=True) if self.channels == 1 else x
+        x = self.stack[idx].float() / 255.0
+        if spec.augment == "flip":
+            flip = torch.from_numpy(rng.random(spec.batch_size) < 0.5).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(3), x)
+        return x
 
 
 def _probe(net, pre, code_layer: str, comparator_layer: str):
@@ -107,6 +175,8 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     """Train (or resume) and write the outputs described in the module docstring; returns the history."""
     if spec.steps < 1 or spec.batch_size < 1 or spec.synthetic_codes < 0:
         raise UserInputError("--steps and --batch-size must be at least 1, --synthetic-codes at least 0")
+    if spec.augment not in AUGMENTS:
+        raise UserInputError(f"--augment {spec.augment!r}: use one of {', '.join(AUGMENTS)}")
     torch.manual_seed(spec.seed)
     gen_entry = resolve_model(spec.generator)
     if getattr(gen_entry, "kind", None) != "generator":
@@ -121,18 +191,17 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     if enc_units != code_dim:
         raise UserInputError(f"encoder layer {spec.encoder_layer!r} has {enc_units} units but generator "
                              f"{spec.generator!r} takes {code_dim}-d codes")
+    pre = enc_entry.preprocessing
+    if gen_entry.channels != pre.channels:
+        raise UserInputError(f"generator {spec.generator!r} draws {gen_entry.channels}-channel images but encoder "
+                             f"{spec.encoder_model!r} takes {pre.channels}")
     store = Store(spec.out, spec.storage_options)
     store.check_writable()
-    sources = list_images(spec.images, spec.storage_options)
-    pictures = [torch.from_numpy(np.array(load_image(s, spec.storage_options))).permute(2, 0, 1) for s in sources]
-    s = gen_entry.out_size
-    augment = v2.Compose([v2.RandomResizedCrop(s, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                          v2.ColorJitter(0.3, 0.3, 0.3, 0.05)])
+    images = _Images(spec, gen_entry, pre, log)
 
     g = gen_entry.build()
-    pre = enc_entry.preprocessing
     trainer = DeePSiMTrainer(g, gen_entry.to_image01, _probe(encoder, pre, spec.encoder_layer, spec.comparator_layer),
-                             code_dim, spec.weights, spec.lr)
+                             code_dim, spec.weights, spec.lr, channels=gen_entry.channels)
     if spec.synthetic_codes:
         if not spec.bounds:
             raise UserInputError("--synthetic-codes draws codes inside the code bounds; pass --bounds "
@@ -160,21 +229,18 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
         log(f"resuming from step {trainer.step_count} of {spec.steps}")
     except FileNotFoundError:
         pass
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(spec.seed)
+    t0, first = time.perf_counter(), trainer.step_count
+    every = max(1, min(50, spec.steps // 20))
     while trainer.step_count < spec.steps:
-        torch.manual_seed(spec.seed * 1_000_003 + trainer.step_count)  # resumable augmentation stream
-        idx = rng.integers(0, len(pictures), spec.batch_size)
-        x = torch.stack([augment(pictures[i]) for i in idx]).float() / 255.0
-        history.append(trainer.step(x))
+        history.append(trainer.step(images.batch(trainer.step_count)))
         step = trainer.step_count
-        if step % 10 == 0 or step == spec.steps:
+        if step % every == 0 or step == spec.steps:
             r = history[-1]
-            rate = len(history) / max(time.perf_counter() - t0, 1e-9)
-            log(f"step {step}/{spec.steps}: G {r['loss_g']:.4f} (pixel {r['pixel']:.4f}, feature "
-                f"{r['feature']:.4f}, adversarial {r['adversarial']:.3f}, code {r['code']:.4f}), "
-                f"D {r['loss_d']:.3f}; "
-                f"ETA {(spec.steps - step) / rate:.0f} s")
+            rate = (step - first) / max(time.perf_counter() - t0, 1e-9)
+            log(f"step {step}/{spec.steps} (epoch {step * spec.batch_size / images.count:.2f}): G {r['loss_g']:.4f} "
+                f"(pixel {r['pixel']:.4f}, feature {r['feature']:.4f}, adversarial {r['adversarial']:.3f}, code "
+                f"{r['code']:.4f}), D {r['loss_d']:.3f}; {rate:.2f} steps/s ({rate * spec.batch_size:.0f} "
+                f"images/s), ETA {(spec.steps - step) / rate:.0f} s")
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             _checkpoint(store, trainer, history)
     buf = io.BytesIO()
@@ -182,7 +248,7 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     store.write_bytes("generator.pt", buf.getvalue())
     store.write_bytes("loss_curve.png", _loss_curve(history))
     store.write_bytes("train.json", json.dumps({**{k: v for k, v in asdict(spec).items()
-                                                   if k != "storage_options"}, "images_count": len(pictures)},
+                                                   if k != "storage_options"}, "images_count": images.count},
                                                indent=2, default=str).encode())
     return history
 

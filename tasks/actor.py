@@ -45,16 +45,18 @@ class NetSpec:
     model: str
     weights: str | None = None
     input_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     bgr: bool | None = None
+    channels: int | None = None
     generator: str | None = None
     generator_weights: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     built_sha256: str | None = None
 
     def entry(self):
-        return resolve_model(self.model, input_size=self.input_size, mean=self.mean, std=self.std, bgr=self.bgr)
+        return resolve_model(self.model, input_size=self.input_size, mean=self.mean, std=self.std, bgr=self.bgr,
+                             channels=self.channels)
 
 
 def pin_build(net: NetSpec, target: LoadedNet) -> NetSpec:
@@ -163,7 +165,7 @@ class SynthesisActor:
             g = self.generator
             return dgn_parameterization(config, g.net, g.entry.to_image01, g.entry.code_shape, seeds, size,
                                         self.device, self.code_upper)
-        return image_parameterization(config, seeds, size, self.preprocessing.mean01_rgb, self.device)
+        return image_parameterization(config, seeds, size, self.preprocessing.mean01, self.device)
 
     def inverse(self, job: InverseJob) -> tuple[InverseResult, float]:
         """Run one inverse-set job (tasks/inverse.py); returns the result and the seconds it took."""

@@ -11,8 +11,8 @@ the code bounds (`box_codes`) it teaches G to stay invertible where DGN-AM actua
 towards the bounds), not only on the codes of the few training photos; pixel, feature and adversarial
 losses apply to the photo half only, since synthetic codes have no photo.
 
-Pure tensor code: `DeePSiMTrainer.step(x01)` takes a batch of [0, 1] RGB images at the generator's output
-size and returns the losses; data, checkpoints and progress live in pipelines/train_generator.py.
+Pure tensor code: `DeePSiMTrainer.step(x01)` takes a batch of [0, 1] images (the generator's channels) at its
+output size and returns the losses; data, checkpoints and progress live in pipelines/train_generator.py.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ class LossWeights:
 class Discriminator(nn.Module):
     """Image branch (strided convs) + code branch (MLP), joined by two linear layers, as in DeePSiM."""
 
-    def __init__(self, code_dim: int, width: int = 32):
+    def __init__(self, code_dim: int, width: int = 32, channels: int = 3):
         super().__init__()
-        layers, ch = [], 3
+        layers, ch = [], channels
         for out in (width, width * 2, width * 4, width * 4):
             layers += [nn.Conv2d(ch, out, 4, 2, 1), nn.LeakyReLU(0.2)]
             ch = out
@@ -92,10 +92,10 @@ class DeePSiMTrainer:
     def __init__(self, generator: nn.Module, to_image01: Callable, probe: Probe, code_dim: int,
                  weights: LossWeights = LossWeights(), lr: float = 2e-4,
                  synthetic: Callable[[int, torch.Tensor], torch.Tensor] | None = None, synthetic_per_step: int = 0,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = torch.device("cpu"), channels: int = 3):
         self.g, self.to_image01 = generator.to(device).train().requires_grad_(True), to_image01
         self.probe = probe
-        self.d = Discriminator(code_dim).to(device)
+        self.d = Discriminator(code_dim, channels=channels).to(device)
         self.w = weights
         self.synthetic, self.synthetic_per_step = synthetic, synthetic_per_step if synthetic else 0
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -114,7 +114,7 @@ class DeePSiMTrainer:
         self.step_count = int(state["step"])
 
     def step(self, x01: torch.Tensor) -> dict[str, float]:
-        """One update of D, then of G, on images x01 [B, 3, S, S] (S = the generator's output size)."""
+        """One update of D, then of G, on images x01 [B, C, S, S] (S = the generator's output size)."""
         b = x01.shape[0]
         with torch.no_grad():
             code, target_feat = self.probe(x01)

@@ -1,10 +1,10 @@
 """The decorrelated Fourier image parameterization of Lucid / Lucent (Olah et al. 2017, "Feature Visualization").
 
-Each item optimizes real-FFT coefficients `spectrum [B, 3, H, W//2+1, 2]`. Rendering scales them by
+Each item optimizes real-FFT coefficients `spectrum [B, C, H, W//2+1, 2]` (C = the net's channels). Rendering scales them by
 1 / max(f, 1/max(H, W))^decay (so every frequency band moves at about the same rate under gradient ascent,
 instead of high frequencies dominating as they do for pixels), inverts the FFT ('ortho'), divides by Lucid's
-constant 4, mixes the three channels with the square root of ImageNet's colour covariance (decorrelated
-colour), and squashes through a sigmoid into (0, 1). Initial coefficients are N(0, sd) from each item's own
+constant 4, mixes the three channels of an RGB image with the square root of ImageNet's colour covariance
+(decorrelated colour; a greyscale image has no colours to decorrelate), and squashes through a sigmoid into (0, 1). Initial coefficients are N(0, sd) from each item's own
 seed, so an item's start does not depend on its batch. `image_to_spectrum` inverts the whole chain (the
 round trip is exact up to float error for images strictly inside (0, 1)).
 
@@ -49,35 +49,36 @@ def _mix(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 
 def render_spectrum(spectrum: torch.Tensor, size: tuple[int, int], scale: torch.Tensor,
                     decorrelate: bool = True) -> torch.Tensor:
-    """spectrum [B, 3, H, W//2+1, 2] -> RGB images in (0, 1), [B, 3, H, W]."""
+    """spectrum [B, C, H, W//2+1, 2] -> images in (0, 1), [B, C, H, W] (colour-decorrelated when C = 3)."""
     spec = torch.view_as_complex(spectrum.contiguous()) * scale
     x = torch.fft.irfft2(spec, s=size, norm="ortho") / _MAGIC
-    if decorrelate:
+    if decorrelate and x.shape[1] == 3:
         x = _mix(x, COLOR_SQRT_COV)
     return torch.sigmoid(x)
 
 
 def image_to_spectrum(x01: torch.Tensor, scale: torch.Tensor, decorrelate: bool = True,
                       eps: float = 1e-6) -> torch.Tensor:
-    """The spectrum whose render is `x01` [B, 3, H, W] (values clamped into (eps, 1 - eps) first)."""
+    """The spectrum whose render is `x01` [B, C, H, W] (values clamped into (eps, 1 - eps) first)."""
     x = torch.logit(x01.clamp(eps, 1 - eps))
-    if decorrelate:
+    if decorrelate and x.shape[1] == 3:
         x = _mix(x, torch.linalg.inv(COLOR_SQRT_COV))
     spec = torch.fft.rfft2(x * _MAGIC, norm="ortho") / scale
     return torch.view_as_real(spec).contiguous()
 
 
-def initial_spectra(seeds: list[int], size: tuple[int, int], sd: float, device: torch.device) -> torch.Tensor:
+def initial_spectra(seeds: list[int], size: tuple[int, int], sd: float, device: torch.device,
+                    channels: int = 3) -> torch.Tensor:
     """One N(0, sd) spectrum per seed, each from its own generator."""
     h, w = size
-    shape = (3, h, w // 2 + 1, 2)
+    shape = (channels, h, w // 2 + 1, 2)
     init = torch.stack([torch.randn(*shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
     return (init * sd).to(device)
 
 
 def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: torch.device, *,
                              sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True,
-                             fourier_size: int | None = None) -> Parameterization:
+                             fourier_size: int | None = None, channels: int = 3) -> Parameterization:
     """Decorrelated Fourier parameters for each seed, rendering `size` images; no projection step (the
     sigmoid keeps images valid). `fourier_size` S renders an S x S image (S x S*W/H for other aspect ratios)
     and upsamples it to `size` (bilinear, align_corners=True as Lucent); None, or a size at least the input's,
@@ -87,7 +88,7 @@ def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: to
     small = fourier_size is not None and fourier_size < size[0]  # never rendered larger than the input
     inner = (fourier_size, max(1, round(fourier_size * size[1] / size[0]))) if small else size
     scale = frequency_scale(*inner, decay=decay, device=device)
-    spectrum = initial_spectra(seeds, inner, sd, device)
+    spectrum = initial_spectra(seeds, inner, sd, device, channels)
     if tuple(inner) == tuple(size):
         return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
 

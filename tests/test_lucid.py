@@ -21,7 +21,7 @@ LUCID = ImageAMConfig.build("lucid")
 def run(net, items, cfg, steps=30, objective=unit):
     obj = per_item([objective(*u) for u, _ in items])
     seeds = [s for _, s in items]
-    param = image_parameterization(cfg, seeds, PRE.size, PRE.mean01_rgb, torch.device("cpu"))
+    param = image_parameterization(cfg, seeds, PRE.size, PRE.mean01, torch.device("cpu"))
     return optimize(param, obj, forward_fn(net)(obj.layers), steps, cfg.rule, views=cfg.views(seeds, PRE.size))
 
 
@@ -162,7 +162,7 @@ def test_quality_metrics_on_known_images():
 
 def test_fourier_size_renders_small_and_upsamples_to_the_net_input(tiny):
     cfg = ImageAMConfig.build("lucid", fourier_size=8)
-    param = image_parameterization(cfg, [0, 1], PRE.size, PRE.mean01_rgb, torch.device("cpu"))
+    param = image_parameterization(cfg, [0, 1], PRE.size, PRE.mean01, torch.device("cpu"))
     assert param.params.shape[2:4] == (8, 8 // 2 + 1)  # rfft2 of the 8 x 8 image, not of the 16 x 16 input
     x = param.render(param.params)
     assert x.shape == (2, 3, *PRE.size) and x.min() >= 0 and x.max() <= 1

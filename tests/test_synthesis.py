@@ -24,7 +24,7 @@ def forward_fn(net):
 
 def run_image(net, items, cfg, steps=30):
     obj = per_item([unit(*u) for u, _ in items])
-    param = image_parameterization(cfg, [s for _, s in items], PRE.size, PRE.mean01_rgb, torch.device("cpu"))
+    param = image_parameterization(cfg, [s for _, s in items], PRE.size, PRE.mean01, torch.device("cpu"))
     return optimize(param, obj, forward_fn(net)(obj.layers), steps, cfg.rule)
 
 
@@ -38,9 +38,9 @@ def test_image_am_raises_activation_and_keeps_pixels_valid(tiny, preset):
 
 def test_pixels_stay_in_range_after_every_step(tiny):
     cfg = ImageAMConfig.from_preset("none", lr=500.0, lr_end=500.0)  # huge steps try to leave the range
-    mean255 = torch.tensor(PRE.mean01_rgb).view(1, 3, 1, 1) * 255
+    mean255 = torch.tensor(PRE.mean01).view(1, 3, 1, 1) * 255
     obj = per_item([unit("fc", 0)])
-    param = image_parameterization(cfg, [0], PRE.size, PRE.mean01_rgb, torch.device("cpu"))
+    param = image_parameterization(cfg, [0], PRE.size, PRE.mean01, torch.device("cpu"))
     seen = []
     optimize(param, obj, forward_fn(tiny)(obj.layers), 10, cfg.rule,
              progress=lambda t: seen.append(((param.params + mean255).min().item(),

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from ..keys import ItemKey, safe_segment
-from ..sink import parquet_bytes, read_units
+from ..sink import parquet_bytes, pil_image, read_units
 from ..storage import Store
 from .figures import TILE, activation_plot, filmstrip
 
@@ -92,13 +92,13 @@ class Tracker:
         return n
 
     def add(self, key: ItemKey, act_start: float, act_final: float, image: np.ndarray | None = None) -> None:
-        """A key just written; `image` (uint8 [H, W, 3]) saves reading its PNG back for the filmstrip."""
+        """A key just written; `image` (uint8 [H, W, C]) saves reading its PNG back for the filmstrip."""
         self._rows[(key.snapshot, key.layer, key.unit, key.y, key.x, key.seed)] = {
             "model": key.model, "snapshot": key.snapshot, "layer": key.layer, "unit": key.unit, "y": key.y,
             "x": key.x, "seed": key.seed, "method": key.method, "hyperparams": key.hyperparams,
             "activation_start": act_start, "activation_final": act_final, "image": key.image_path}
         if image is not None:
-            self._thumbs[key.image_path] = self._thumb(Image.fromarray(image))
+            self._thumbs[key.image_path] = self._thumb(pil_image(image))
 
     def table(self, snapshots: Mapping[str, SnapshotInfo]) -> pa.Table:
         """The tracking table over the `snapshots` given (label -> info), sorted by layer, unit, seed, step."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..argtypes import add_execution_flags, add_model_flags
+from ..argtypes import add_execution_flags, add_model_flags, preprocessing_kwargs
 from .topk_cmd import IMAGES_HELP
 
 __all__ = ["add_subcommand", "run"]
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     spaces = tuple(s.strip() for s in (args.spaces or "").split(",") if s.strip())
     spec = NearestSpec(atlas=args.atlas, images=args.images, model=args.model, weights=args.weights,
-                       input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr, spaces=spaces,
+                       **preprocessing_kwargs(args), spaces=spaces,
                        same_class=args.same_class, k=args.k, out=args.out, storage_options=dict(args.storage_option),
                        shard_size=args.shard_size, batch_size=args.batch_size, actors=args.actors,
                        gpus_per_actor=args.gpus_per_actor, address=args.address,

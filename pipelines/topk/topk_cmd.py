@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..argtypes import add_execution_flags, add_model_flags, add_selection_flags
+from ..argtypes import add_execution_flags, add_model_flags, add_selection_flags, preprocessing_kwargs
 
 __all__ = ["add_subcommand", "run", "IMAGES_HELP"]
 
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from .topk_run import TopkSpec, plan_topk, run_topk
 
     storage = dict(args.storage_option)
-    net = NetSpec(model=args.model, weights=args.weights, input_size=args.input_size, mean=args.mean, std=args.std,
-                  bgr=args.bgr, storage_options=storage)
+    net = NetSpec(model=args.model, weights=args.weights, **preprocessing_kwargs(args),
+                  storage_options=storage)
     layers = tuple(s.strip() for s in (args.layers or "").split(",") if s.strip())
     spec = TopkSpec(net=net, layers=layers, images=args.images, units=args.units,
                     layer_units=tuple(args.layer_units), k=args.k, snapshot=args.snapshot, out=args.out,

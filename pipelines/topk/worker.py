@@ -32,7 +32,7 @@ from tasks.quantiles import UnitStats
 from tasks.topk import TopK, unit_maxima
 
 from ..imagesets import read_images
-from ..photos import to_model_input
+from ..photos import preprocessing_input
 from ..sink import png_bytes
 from ..storage import Store
 from .records import NearestShard, TopkShard
@@ -113,7 +113,8 @@ class ImageWorker:
         self.spec = net
         self.net = load_net(net.entry(), net.weights, storage_options=net.storage_options, device=self.device,
                             expect_sha256=net.built_sha256)
-        self.size = net.entry().preprocessing.size
+        self.pre = net.entry().preprocessing
+        self.size = self.pre.size
         self.queries = queries
         self._query_codes: dict[str, torch.Tensor] = {}
         self._fast: dict[frozenset[str], torch.nn.Module] = {}  # captured layers -> inference copy
@@ -126,11 +127,11 @@ class ImageWorker:
     def _decode(self, sources, job) -> tuple[list[int], torch.Tensor, list[tuple[str, str]]]:
         images, failed = read_images(sources, job.storage_options, job.retry)
         ok = [i for i, img in enumerate(images) if img is not None]
-        x = torch.from_numpy(np.stack([to_model_input(images[i], self.size) for i in ok])) if ok else None
+        x = torch.from_numpy(np.stack([preprocessing_input(images[i], self.pre) for i in ok])) if ok else None
         return ok, x, failed
 
     def _batches(self, job: TopkJob | NearestJob, failed: list) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """(positions in the shard, [B, 3, H, W] [0, 1] images on the device) per batch of readable images."""
+        """(positions in the shard, [B, C, H, W] [0, 1] images on the device) per batch of readable images."""
         sources, size = job.shard.sources, job.batch_size
         starts = range(0, len(sources), size)
         pending = None
@@ -199,7 +200,7 @@ class ImageWorker:
             q = self.queries
             store = Store(q.root, q.storage_options)
             images = [np.asarray(Image.open(io.BytesIO(store.read_bytes(p))).convert("RGB")) for p in q.paths]
-            x = torch.from_numpy(np.stack([_exact_or_resized(img, self.size) for img in images]))
+            x = torch.from_numpy(np.stack([_exact_or_resized(img, self.pre) for img in images]))
             layers = [s for s in missing if s != PIXEL]
             with self._capture(layers) as cap:
                 codes = [self._codes(cap, x[i:i + batch_size].to(self.device), missing)
@@ -239,15 +240,18 @@ class ImageWorker:
             if img is None:
                 out.append([])
                 continue
-            view = (to_model_input(img, self.size).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            view = (preprocessing_input(img, self.pre).transpose(1, 2, 0) * 255).round().astype(np.uint8)
             out.append([png_bytes(np.ascontiguousarray(view[y0:y1, x0:x1])) for y0, x0, y1, x1 in boxes])
         return out, failed
 
 
-def _exact_or_resized(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A synthesized image as the net saw it: [3, H, W] in [0, 1], resized only if it is not input-sized."""
+def _exact_or_resized(img: np.ndarray, pre) -> np.ndarray:
+    """A synthesized image (uint8 RGB [H, W, 3], greyscale ones as three equal channels) as the net saw it:
+    [C, H, W] in [0, 1], resized only if it is not input-sized."""
+    size = pre.size
     if img.shape[:2] != tuple(size):
         img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR))
+    img = img[..., :1] if pre.channels == 1 else img
     return (img.astype(np.float32) / 255.0).transpose(2, 0, 1)
 
 

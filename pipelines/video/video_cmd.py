@@ -17,7 +17,7 @@ import sys
 
 from models.errors import UserInputError
 
-from ..argtypes import add_model_flags, add_selection_flags
+from ..argtypes import add_model_flags, add_selection_flags, preprocessing_kwargs
 from ..atlas_cmd import add_method_flags
 
 __all__ = ["add_subcommand", "run", "list_layers", "spec_from_args"]
@@ -102,7 +102,7 @@ def list_layers(args) -> int:
     from models.registry import resolve_model
     from models.video import format_video_layers, load_video_net
 
-    entry = resolve_model(args.model, input_size=args.input_size, mean=args.mean, std=args.std, bgr=args.bgr)
+    entry = resolve_model(args.model, **preprocessing_kwargs(args))
     _, video = load_video_net(entry, args.weights or BUILT_WEIGHTS, storage_options=dict(args.storage_option))
     print(format_video_layers(video))
     return 0
