@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video
+.PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video \
+	fashion-data dgn-demo bench-dgn
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,9 +29,26 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
 
+# Debian's dataset-fashion-mnist: 70,000 Fashion-MNIST photos as IDX files under /usr/share/datasets/fashion-mnist/
+# (the DGN-AM demo, its benchmark and the tests that read the real data set)
+fashion-data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q dataset-fashion-mnist; }
+
+# DGN-AM end to end on Fashion-MNIST with the shipped nets and prior (ARGS=--retrain: train them from scratch):
+# atlas --method dgn on both nets, lucid and yosinski for comparison, nearest training photos, the site, and the
+# measurement table and contact sheet (./dgn-demo-out)
+dgn-demo: $(STAMP) fashion-data
+	$(BIN)/python -m pipelines.fashion.demo --out ./dgn-demo-out $(ARGS)
+
+# the DGN-AM measurement harness alone (table and contact sheet; make bench runs it too, --skip-dgn leaves it out)
+bench-dgn: $(STAMP) fashion-data
+	$(BIN)/python -m benchmarks.dgn_quality $(ARGS)
+
 # two test processes, each taking whole files (a module's Ray cluster or S3 server stays in one process): most
 # integration tests wait on Ray start-up, subprocesses and sleeps, so two of them share 2 cores well
-test: $(STAMP) browser
+test: $(STAMP) browser fashion-data
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 test-fast: $(STAMP)
@@ -44,7 +62,7 @@ $(BENCH_DEPS): $(STAMP)
 	$(BIN)/pip install -q --target .bench-deps ipython
 	@touch $(BENCH_DEPS)
 
-bench: $(BENCH_DEPS) browser
+bench: $(BENCH_DEPS) browser fashion-data
 	PYTHONPATH=.bench-deps $(BIN)/python -m benchmarks.run $(ARGS)
 
 # the top-k benchmark alone (make bench runs it too; --skip-topk leaves it out there)
@@ -77,4 +95,4 @@ bench-video: $(STAMP)
 	$(BIN)/python -m benchmarks.video_bench $(ARGS)
 
 clean:
-	rm -rf atlas-out snapshots-demo video-demo-out
+	rm -rf atlas-out snapshots-demo video-demo-out dgn-demo-out

@@ -1,10 +1,11 @@
 """A small CNN trained from scratch on scikit-learn's bundled digits (offline), for the snapshot demo and
 benchmark.
 
-- `digits_data(size)`: the 1,797 8x8 digits, upsampled bilinearly to `size` px, as RGB in [0, 1] (grey,
-  white strokes on black), split 1,397 train / 400 validation with a fixed permutation.
-- `DigitsCNN()`: conv(3->16) - pool - conv(16->32) - pool - conv(32->32) - fc(512->64) - fc(64->10); use it as
-  `--model benchmarks.digits:DigitsCNN --input-size 32 --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5`.
+- `digits_data(size)`: the 1,797 8x8 digits, upsampled bilinearly to `size` px, as 1-channel images in
+  [0, 1] (white strokes on black), split 1,397 train / 400 validation with a fixed permutation.
+- `DigitsCNN()`: conv(1->16) - pool - conv(16->32) - pool - conv(32->32) - fc(512->64) - fc(64->10), a
+  greyscale net; use it as `--model benchmarks.digits:DigitsCNN --input-size 32 --channels 1 --mean 0.5
+  --std 0.5`.
 - `train(...)`: plain SGD with momentum; every `every` steps it calls `on_checkpoint(step, net, val_accuracy)`
   (the demo writes checkpoint, metrics sidecar and `.done` marker there, as the README's snippet does).
 - `recognizability(net, images, classes)`: the softmax probability that `net` gives each image's intended
@@ -23,14 +24,14 @@ from torch import nn
 __all__ = ["DigitsCNN", "digits_data", "train", "accuracy", "recognizability", "SIZE", "MEAN", "STD"]
 
 SIZE = 32
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
+MEAN = (0.5,)
+STD = (0.5,)
 
 
 class DigitsCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
         self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
         self.fc1, self.fc2 = nn.Linear(32 * 4 * 4, 64), nn.Linear(64, 10)
 
@@ -42,12 +43,12 @@ class DigitsCNN(nn.Module):
 
 
 def digits_data(size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_train, y_train, x_val, y_val): RGB images in [0, 1] of `size` px, labels 0-9."""
+    """(x_train, y_train, x_val, y_val): 1-channel images in [0, 1] of `size` px, labels 0-9."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).div(16.0).unsqueeze(1)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, 3, 1, 1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     y = torch.tensor(d.target, dtype=torch.long)
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
     x, y = x[order], y[order]
@@ -55,7 +56,7 @@ def digits_data(size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _normalize(x01: torch.Tensor) -> torch.Tensor:
-    return (x01 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return (x01 - torch.tensor(MEAN).view(1, -1, 1, 1)) / torch.tensor(STD).view(1, -1, 1, 1)
 
 
 @torch.no_grad()
@@ -88,8 +89,11 @@ def train(steps: int, *, seed: int = 0, every: int = 0, lr: float = 0.01, batch:
 
 @torch.no_grad()
 def recognizability(net: nn.Module, images: np.ndarray, classes: list[int]) -> np.ndarray:
-    """Per image (uint8 [N, H, W, 3]), the softmax probability of its class under `net`."""
-    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0).permute(0, 3, 1, 2)
+    """Per image (uint8 [N, H, W] greyscale, or [N, H, W, C]: its first channel), the softmax probability of its
+    class under `net`."""
+    a = np.asarray(images, dtype=np.float32) / 255.0
+    a = a[..., None] if a.ndim == 3 else a[..., :1]
+    x = torch.from_numpy(a).permute(0, 3, 1, 2)
     if x.shape[-1] != SIZE:
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     p = torch.softmax(net.eval()(_normalize(x)), 1)

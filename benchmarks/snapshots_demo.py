@@ -39,7 +39,7 @@ MODEL = "benchmarks.digits:DigitsCNN"
 
 def watcher_command(out: Path, idle: float) -> list[str]:
     return [sys.executable, "-m", "pipelines", "snapshots", "--model", MODEL, "--input-size", str(SIZE),
-            "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD)),
+            "--channels", "1", "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD)),
             "--checkpoints", str(out / "checkpoints"), "--follow", "--interval", "2", "--until-idle", str(idle),
             "--layers", "fc2", "--units", "all", "--seeds", "2", "--style", "lucid", "--fourier-size", str(SIZE),
             "--transforms", "standard", "--steps", "256", "--batch-size", "20", "--out", str(out / "atlas")]
@@ -70,7 +70,7 @@ def score(table: list[dict], out: Path, copy: torch.nn.Module) -> list[dict]:
         per.setdefault(r["step"], []).append(r)
     rows = []
     for step, rs in sorted(per.items()):
-        images = np.stack([np.asarray(Image.open(out / "atlas" / r["image"]).convert("RGB")) for r in rs])
+        images = np.stack([np.asarray(Image.open(out / "atlas" / r["image"]).convert("L")) for r in rs])
         classes = [r["unit"] for r in rs]
         plain = recognizability(copy, images, classes)
         robust = [view_probability(lambda x: copy(_normalize(x)), img, c, views, size=SIZE, sigma=0.5)

@@ -100,9 +100,12 @@ def initial_codes(code_shape: tuple[int, ...], seeds: list[int], std: float, dev
 
 def dgn_parameterization(cfg: DGNConfig, generator: torch.nn.Module, to_image01: Callable,
                          code_shape: tuple[int, ...], seeds: list[int], size: tuple[int, int],
-                         device: torch.device, upper: np.ndarray | None = None) -> Parameterization:
-    """Codes y ~ N(0, init_std) per seed, clipped to the bounds; render = fit_to(to_image01(G(y)))."""
-    y = initial_codes(code_shape, seeds, cfg.init_std, device)
+                         device: torch.device, upper: np.ndarray | None = None,
+                         init: torch.Tensor | None = None) -> Parameterization:
+    """Codes y ~ N(0, init_std) per seed (or `init` [B, *code_shape], e.g. the encoder's codes of real
+    photos, as the released code's start image), clipped to the bounds; render = fit_to(to_image01(G(y)))."""
+    y = initial_codes(code_shape, seeds, cfg.init_std, device) if init is None else \
+        init.detach().to(device, torch.float32).reshape(len(seeds), *code_shape).clone()
     clip = code_clipper(code_shape, device, upper, cfg.upper, cfg.lower)
     clip(y)
 

@@ -72,8 +72,10 @@ def view_probability(logits_of: Callable[[torch.Tensor], torch.Tensor], image: n
                      views: Sequence[tuple[float, float, float, float]], size: int = 224,
                      sigma: float = 2.0) -> float:
     """Mean softmax probability of `klass` over `views` of `image` (each cropped, resized to `size` and
-    blurred with `sigma`); `logits_of` maps [N, 3, size, size] RGB in [0, 1] to logits [N, classes]."""
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255).unsqueeze(0)
+    blurred with `sigma`); `logits_of` maps [N, C, size, size] images in [0, 1] to logits [N, classes]. A
+    greyscale `image` [H, W] becomes one channel."""
+    a = np.array(image, dtype=np.float32)
+    x = torch.from_numpy(a[..., None] if a.ndim == 2 else a).permute(2, 0, 1).div(255).unsqueeze(0)
     h, w = x.shape[-2:]
     crops = []
     for top, left, bh, bw in views:
