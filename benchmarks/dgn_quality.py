@@ -115,10 +115,11 @@ def _judge(path: str):
 
 
 def measure(seeds: int = 8, log=print, only: tuple[str, ...] = ROWS, nets_dir: str = str(NETS),
-            prior_files: tuple[str, str] = (str(PRIORS / "fashion-fc.pt"), str(PRIORS / "fashion-fc-bounds.npy"))
-            ) -> tuple[dict, dict]:
+            prior_files: tuple[str, str] = (str(PRIORS / "fashion-fc.pt"), str(PRIORS / "fashion-fc-bounds.npy")),
+            steps: int | None = None, dgn: dict | None = None) -> tuple[dict, dict]:
     """{row: scores} and {row: images [10 * seeds, 1, 28, 28]} (classes in order, seeds within a class); the
-    nets and the judge from `nets_dir`, the prior's weights and bounds from `prior_files`."""
+    nets and the judge from `nets_dir`, the prior's weights and bounds from `prior_files`; `steps` overrides every
+    method's step count (toy runs); `dgn` overrides the prior's tuned DGN-AM settings (the tuning sweep)."""
     torch.manual_seed(0)
     train_x, train_y = load_split("train")
     test_x, test_y = load_split("test")
@@ -145,29 +146,31 @@ def measure(seeds: int = 8, log=print, only: tuple[str, ...] = ROWS, nets_dir: s
     images: dict[str, torch.Tensor] = {}
     acts: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
-    cfg, steps = _dgn_settings()
+    cfg, dgn_steps = _dgn_settings(dgn)
+    dgn_steps = steps or dgn_steps
     cnn = SynthesisActor(spec("fashion_cnn"), device="cpu", code_upper=bounds)
     if DGN_CNN in only:
-        images[DGN_CNN], acts[DGN_CNN], seconds[DGN_CNN] = _run(cnn, cfg, steps, seeds)
+        images[DGN_CNN], acts[DGN_CNN], seconds[DGN_CNN] = _run(cnn, cfg, dgn_steps, seeds)
     if DGN_RESNET in only:
         res = SynthesisActor(spec("fashion_resnet"), device="cpu", code_upper=bounds)
-        images[DGN_RESNET], acts[DGN_RESNET], seconds[DGN_RESNET] = _run(res, cfg, steps, seeds)
+        images[DGN_RESNET], acts[DGN_RESNET], seconds[DGN_RESNET] = _run(res, cfg, dgn_steps, seeds)
     if NO_BOUNDS in only:
         free = SynthesisActor(spec("fashion_cnn"), device="cpu", code_upper=None)
-        images[NO_BOUNDS], acts[NO_BOUNDS], seconds[NO_BOUNDS] = _run(free, replace(cfg, lower=-math.inf), steps,
-                                                                      seeds)
+        images[NO_BOUNDS], acts[NO_BOUNDS], seconds[NO_BOUNDS] = _run(free, replace(cfg, lower=-math.inf),
+                                                                      dgn_steps, seeds)
     if NO_L2 in only:
-        images[NO_L2], acts[NO_L2], seconds[NO_L2] = _run(cnn, replace(cfg, decay_factor=1.0), steps, seeds)
+        images[NO_L2], acts[NO_L2], seconds[NO_L2] = _run(cnn, replace(cfg, decay_factor=1.0), dgn_steps, seeds)
     if PHOTO_INIT in only:
         # each class starts from the codes of `seeds` random training photos (of any class)
         starts = train_x[torch.randperm(len(train_x), generator=g)[:10 * seeds]].float() / 255.0
         codes = _photo_codes(cnn, starts)
-        images[PHOTO_INIT], acts[PHOTO_INIT], seconds[PHOTO_INIT] = _run_from_codes(cnn, cfg, steps, seeds, codes)
+        images[PHOTO_INIT], acts[PHOTO_INIT], seconds[PHOTO_INIT] = _run_from_codes(cnn, cfg, dgn_steps, seeds,
+                                                                                    codes)
     plain = SynthesisActor(spec("fashion_cnn", dgn=False), device="cpu")
     for row, style in ((LUCID, "lucid"), (YOSINSKI, "yosinski")):
         if row in only:
-            images[row], acts[row], seconds[row] = _run(plain, ImageAMConfig.build(style), STYLES[style]["steps"],
-                                                        seeds)
+            images[row], acts[row], seconds[row] = _run(plain, ImageAMConfig.build(style),
+                                                        steps or STYLES[style]["steps"], seeds)
     images[REAL] = real
     means = torch.stack([train_x[train_y == c].float().mean(0) / 255.0 for c in range(10)])
     blurred = torch.nn.functional.avg_pool2d(means, 5, 1, 2, count_include_pad=False)
@@ -192,7 +195,7 @@ def measure(seeds: int = 8, log=print, only: tuple[str, ...] = ROWS, nets_dir: s
         log(f"{row:38s} {scores[row]}")
     scores["_reference"] = {"real_nn_train_p5": round(copy_p5, 3), "seeds": seeds,
                             "held_out_median_nn": round(float(base_real.median()), 3),
-                            "dgn_settings": dict(FASHION_FC_DGN)}
+                            "dgn_settings": {**dict(FASHION_FC_DGN), **(dgn or {})}}
     return scores, images
 
 

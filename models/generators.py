@@ -178,7 +178,7 @@ class FashionGenerator(nn.Module):
 PRIORS = Path(__file__).resolve().parent / "priors"
 MNV2_POOL_DGN = (("lr", 1.0), ("lr_end", 0.02), ("init_std", 0.3))
 # DGN-AM settings for fashion-fc, chosen by measurement (benchmarks/dgn_quality.py; README "Learned priors")
-FASHION_FC_DGN = (("lr", 1.0), ("lr_end", 0.02), ("init_std", 1.0), ("steps", 200))
+FASHION_FC_DGN = (("lr", 0.5), ("lr_end", 0.02), ("init_std", 1.0), ("decay_factor", 0.9), ("steps", 200))
 
 
 def _shipped(name: str) -> Callable[[], str]:

@@ -67,7 +67,7 @@ def retrain(out: str, log, steps: int = 4000, limit: int | None = None) -> tuple
     nets, prior = os.path.join(out, "retrained", "nets"), os.path.join(out, "retrained", "prior")
     todo = [n for n in NET_RECIPES if not os.path.exists(os.path.join(nets, f"{n}.pt"))]
     if todo:
-        train_nets(nets, todo, limit=limit, log=log)
+        train_nets(nets, todo, epochs=1 if limit else None, limit=limit, log=log)
     images = "fashion-mnist:train"
     if not os.path.exists(os.path.join(prior, "bounds.npy")):
         _run(["stats", "--generator", "fashion-fc", "--weights", os.path.join(nets, "fashion_cnn.pt"),
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", help="also write the contact sheet as DOCS/dgn-fashion-sheet.png")
     ap.add_argument("--seeds", type=int, default=8, help="seeds per class in the measurement harness")
     ap.add_argument("--generator-steps", type=int, default=4000, help="with --retrain: train-generator --steps")
-    ap.add_argument("--limit", type=int, help="with --retrain: train the nets on the first N photos (tests)")
+    ap.add_argument("--limit", type=int, help="with --retrain: train the nets one epoch on the first N photos (tests)")
+    ap.add_argument("--steps", type=int, help="override every synthesis's step count (tests)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
 
@@ -100,15 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         (os.path.join(prior, "fashion-fc.pt"), os.path.join(prior, "fashion-fc-bounds.npy"))
     gen = ["--generator", "fashion-fc", "--generator-weights", prior_files[0], "--bounds", prior_files[1]]
     atlas = os.path.join(a.out, "atlas")
+    steps = ["--steps", str(a.steps)] if a.steps else []
     for run in atlas_runs(weights, gen):
-        _run(["atlas", *run, "--out", atlas], log)
+        _run(["atlas", *run, *steps, "--out", atlas], log)
     _run(["nearest", "--atlas", atlas, "--images", "fashion-mnist:train", "--model", "fashion_cnn",
           *weights["fashion_cnn"], "--spaces", "pixel,classifier.2", "--k", "3", "--shard-size", "5000"], log)
     _run(["report", atlas], log)
 
     from benchmarks.dgn_quality import measure, sheet, table
 
-    scores, images = measure(a.seeds, log=log, nets_dir=nets, prior_files=prior_files)
+    scores, images = measure(a.seeds, log=log, nets_dir=nets, prior_files=prior_files, steps=a.steps)
     text = table(scores)
     with open(os.path.join(a.out, "quality.md"), "w") as f:
         f.write(text + "\n")

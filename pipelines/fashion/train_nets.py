@@ -65,7 +65,8 @@ def train_nets(out: str, names: list[str], seed: int = 0, epochs: int | None = N
         torch.save(net.state_dict(), buf)
         with open(os.path.join(out, f"{name}.pt"), "wb") as f:
             f.write(buf.getvalue())
-        record[name] = {"command": " ".join(["python -m pipelines.fashion.train_nets", *sys.argv[1:]]),
+        record[name] = {"command": f"python -m pipelines.fashion.train_nets --nets {name} --seed {seed}"
+                                   + (f" --epochs {epochs}" if epochs else "") + (f" --limit {limit}" if limit else ""),
                         "epochs": n_epochs, "lr": lr, "seed": seed, "train_images": len(x),
                         "test_accuracy": round(acc, 4), "target": target,
                         "seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
