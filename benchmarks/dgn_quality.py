@@ -19,6 +19,10 @@ class average (a control that the measures are not fooled by smooth averages). S
 process through the actors' own code (tasks/actor.py, no Ray), one batch per row.
 
     python -m benchmarks.dgn_quality [--seeds 8] [--json F] [--sheet docs/dgn-fashion-sheet.png]
+    python -m benchmarks.dgn_quality --sweep '[{"lr": 0.5, "decay_factor": 0.9}, {"lr": 1.0}]'
+
+`--sweep` scores only the two DGN-AM rows for each list of DGN-AM settings (the prior's tuned ones, updated
+by each dict): how `fashion-fc`'s settings were chosen.
 """
 
 from __future__ import annotations
@@ -233,8 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the scores here")
     ap.add_argument("--sheet", help="write the contact sheet (PNG) here")
     ap.add_argument("--table", help="write the markdown table here")
+    ap.add_argument("--sweep", type=json.loads, help="a JSON list of DGN-AM setting dicts to compare (see above)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if a.sweep:
+        print("| settings | fashion_cnn (a) | (b) | fashion_resnet (a) | (b) | real (a) |\n|---|---|---|---|---|---|")
+        for settings in a.sweep:
+            s, _ = measure(a.seeds, log=lambda m: None, only=(DGN_CNN, DGN_RESNET), dgn=settings)
+            c, r = s[DGN_CNN], s[DGN_RESNET]
+            print(f"| {json.dumps(settings)} | {c['judge']:.3f} | {c['realism']:.2f} | {r['judge']:.3f} | "
+                  f"{r['realism']:.2f} | {s[REAL]['judge']:.3f} |", flush=True)
+        return 0
     scores, images = measure(a.seeds, log=lambda m: print(m, file=sys.stderr))
     text = table(scores)
     print(text)

@@ -14,7 +14,10 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
   7. the top-k benchmark (benchmarks/topk_bench.py) and the report benchmark (benchmarks/report_bench.py: a
      10,000-unit layer's site generation and its page in headless Chromium), unless --skip-topk/--skip-report;
   8. preferred videos (benchmarks/video_bench.py): peak memory and seconds per step of LRCN at 224 px against
-     frame count (16, 40, 160), chunked + checkpointed vs plain, unless --skip-video.
+     frame count (16, 40, 160), chunked + checkpointed vs plain, unless --skip-video;
+  9. DGN-AM on Fashion-MNIST (benchmarks/dgn_quality.py): the judge, realism, sharpness, diversity and copying
+     measures of DGN-AM on both Fashion nets, its ablations and image AM against real photos, unless
+     --skip-dgn.
 Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
 """
 
@@ -189,6 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-snapshots", action="store_true", help="skip the snapshot-sweep overhead benchmark")
     ap.add_argument("--skip-video", action="store_true",
                     help="skip the preferred-video benchmark (memory and seconds per step at 16, 40, 160 frames)")
+    ap.add_argument("--skip-dgn", action="store_true", help="skip the DGN-AM Fashion-MNIST measurements")
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     args = ap.parse_args(argv)
@@ -251,6 +255,10 @@ def main(argv=None) -> int:
     if not args.skip_video:
         results["video"] = measure_video((16, 40) if args.quick else (16, 40, 160), 2 if args.quick else 3,
                                          str(device), log=log)
+    if not args.skip_dgn:
+        from .dgn_quality import measure as measure_dgn
+
+        results["dgn_fashion"], _ = measure_dgn(2 if args.quick else 8, log=log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -340,6 +348,14 @@ def report(r: dict) -> str:
         lines += report_lines(r["report"])
     if "video" in r:
         lines += video_report(r["video"])
+    if "dgn_fashion" in r:
+        from .dgn_quality import table
+
+        lines += ["", "**DGN-AM on Fashion-MNIST** (benchmarks/dgn_quality.py; README 'Learned priors' says what "
+                  "each measure is): (a) judge probability over shifts and scalings, (b) realism against real "
+                  "photos (real ≈ 1), (c) sharpness and (d) seed diversity relative to real photos, (e) the "
+                  "smallest distance to a training photo (images closer than real photos' 5th percentile).", "",
+                  table(r["dgn_fashion"])]
     lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
               + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
     return "\n".join(lines)

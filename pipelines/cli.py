@@ -27,8 +27,9 @@ from .atlas_cmd import tuned, with_generator
 
 __all__ = ["main", "build_parser"]
 
-IMAGES_HELP = ("folder/prefix URI of .jpg/.png images, 'offline' (the 222 bundled photos) or 'offline-photos' "
-               "(the same without the 200 LFW faces)")
+IMAGES_HELP = ("folder/prefix URI of .jpg/.png images, 'offline' (the 222 bundled photos), 'offline-photos' "
+               "(the same without the 200 LFW faces), 'fashion-mnist:train' or 'fashion-mnist:test' (Debian's "
+               "dataset-fashion-mnist), or a folder or file of IDX images")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,9 @@ from ..argtypes import add_execution_flags, add_model_flags, add_selection_flags
 __all__ = ["add_subcommand", "run", "IMAGES_HELP"]
 
 IMAGES_HELP = ("a folder or bucket prefix of .jpg/.png images (recursive; folder-per-class names become labels), "
-               "a Parquet file or prefix with an image-bytes column (and optional 'label'), 'offline' or "
-               "'offline-photos'")
+               "a Parquet file or prefix with an image-bytes column (and optional 'label'), 'offline', "
+               "'offline-photos', 'fashion-mnist:train', 'fashion-mnist:test' or a folder or file of IDX images "
+               "(labelled)")
 
 
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
