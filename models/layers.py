@@ -2,18 +2,32 @@
 
 One traced forward pass with a hook on every named module; hooks are removed afterwards. Units of a layer
 are its channels (dim 1 of the output); conv layers also have a spatial size (H, W).
+
+`expand_layers` turns a `--layers` value into layer paths: each comma-separated part is a path, a shell-style
+pattern over the paths (`fnmatch`: `*` also crosses dots, so `'layer*.*.conv2'` and `'features.*'` work), or
+`all`: every layer that owns units, i.e. every convolution and fully connected layer (`UNIT_TYPES`), not the
+normalizations, activations and containers that repeat those units. Paths come out in execution order,
+each once.
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .capture import first_tensor
+from .capture import first_tensor, unknown_layer
+from .errors import UserInputError
 
-__all__ = ["LayerInfo", "trace_layers", "format_layers"]
+__all__ = ["LayerInfo", "trace_layers", "format_layers", "expand_layers", "is_layer_pattern", "select_layers",
+           "UNIT_TYPES"]
+
+# module types whose outputs are a net's own units: what `--layers all` selects
+UNIT_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+                        "Linear", "Bilinear", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d"})
 
 
 @dataclass(frozen=True)
@@ -70,3 +84,46 @@ def format_layers(layers: dict[str, LayerInfo]) -> str:
         rows.append((info.name, info.type + note, str(info.units), spatial))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def is_layer_pattern(token: str) -> bool:
+    """Whether a `--layers` part is a pattern (or `all`) rather than one path."""
+    return token == "all" or any(c in token for c in "*?[")
+
+
+def expand_layers(tokens, layers: dict[str, LayerInfo], model: str) -> list[str]:
+    """The layer paths `tokens` name (module docstring), in execution order, each once; a path that is no
+    layer, or a pattern that matches none, raises UserInputError naming the closest paths."""
+    order = sorted(layers, key=lambda n: layers[n].order)
+    chosen: set[str] = set()
+    for token in tokens:
+        if token == "all":
+            chosen.update(n for n in order if layers[n].type in UNIT_TYPES)
+        elif is_layer_pattern(token):
+            hits = fnmatch.filter(order, token)
+            if not hits:
+                close = difflib.get_close_matches(token.replace("*", "").replace("?", ""), order, n=3, cutoff=0.3)
+                hint = f"; closest paths: {', '.join(close)}" if close else ""
+                raise UserInputError(f"--layers pattern {token!r} matches no layer of {model!r}{hint}; run "
+                                     f"'neuron-atlas layers --model {model}' to list them")
+            chosen.update(hits)
+        elif token in layers:
+            chosen.add(token)
+        else:
+            close = difflib.get_close_matches(token, order, n=3, cutoff=0.5)
+            error = unknown_layer(token, model)
+            raise UserInputError(f"{error} (closest: {', '.join(close)})") if close else error
+    return [n for n in order if n in chosen]
+
+
+def select_layers(tokens, units: str, layer_units, layers: dict[str, LayerInfo], model: str) -> list[tuple[str, str]]:
+    """(layer, units spec) for every layer `tokens` name: `units`, or the spec of the last `--layer-units`
+    entry whose key (a path or a pattern) names the layer. A key that names no selected layer is an error."""
+    names = expand_layers(tokens, layers, model)
+    chosen = {name: units for name in names}
+    for key, spec in layer_units:
+        hits = fnmatch.filter(names, key) if is_layer_pattern(key) else [key] if key in chosen else []
+        if not hits:
+            raise UserInputError(f"--layer-units names {key!r}, which is not in --layers; add it there")
+        chosen.update({name: spec for name in hits})
+    return list(chosen.items())

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from models.capture import unknown_layer
+from models.layers import select_layers
 from models.errors import UserInputError
 from models.loading import RANDOM_WEIGHTS, LoadedNet, load_net
 from models.registry import model_slug, registry, resolve_model
@@ -129,7 +130,7 @@ def plan(spec: AtlasSpec, *, target: LoadedNet | None = None, extra_hp: Mapping[
     config, code_upper, generator = spec.config, None, None
     if spec.method == "dgn":
         generator, code_upper, config = _prepare_dgn(spec)
-    selection = _selection(spec, entry)
+    selection = _selection(spec, entry, target)
     snapshot = snapshot_name(spec.snapshot, target.weights_uri)
     hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(), **spec.objective.hyperparams(),
                            **generator_hp(spec.net, generator), **(extra_hp or {})})
@@ -204,14 +205,12 @@ def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping
     return generator, upper, digest
 
 
-def _selection(spec: AtlasSpec, entry) -> list[tuple[str, str]]:
+def _selection(spec: AtlasSpec, entry, target: LoadedNet) -> list[tuple[str, str]]:
+    """(layer, units spec) pairs: --layers expanded (paths, patterns, `all`; models/layers.py), else the entry's
+    default selection."""
     overrides = dict(spec.layer_units)
     if spec.layers:
-        layers = list(dict.fromkeys(spec.layers))
-        for layer in overrides:
-            if layer not in layers:
-                raise UserInputError(f"--layer-units names {layer!r}, which is not in --layers; add it there")
-        return [(layer, overrides.get(layer, spec.units)) for layer in layers]
+        return select_layers(spec.layers, spec.units, spec.layer_units, target.layers, spec.net.model)
     default = getattr(entry, "default_selection", ())
     if not default:
         raise UserInputError(f"pass --layers for model {spec.net.model!r}; "

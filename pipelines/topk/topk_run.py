@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from models.capture import unknown_layer
+from models.layers import select_layers
 from models.errors import UserInputError
 from models.loading import LoadedNet, load_net
 from models.registry import model_slug
@@ -107,17 +107,11 @@ def selection(layers: tuple[str, ...], units: str, layer_units, target: LoadedNe
     """(layer, channels) for every listed layer; UserInputError for unknown layers or units."""
     if not layers:
         raise UserInputError(f"pass --layers; 'neuron-atlas layers --model {model}' lists them")
-    overrides = dict(layer_units)
-    for layer in overrides:
-        if layer not in layers:
-            raise UserInputError(f"--layer-units names {layer!r}, which is not in --layers; add it there")
     out = []
-    for layer in dict.fromkeys(layers):
-        if layer not in target.layers:
-            raise unknown_layer(layer, model)
+    for layer, spec in select_layers(layers, units, layer_units, target.layers, model):
         if safe_segment(layer, "layer") != layer:
             raise UserInputError(f"layer name {layer!r} cannot name an output path")
-        out.append((layer, _channels(layer, overrides.get(layer, units), target, model)))
+        out.append((layer, _channels(layer, spec, target, model)))
     return out
 
 

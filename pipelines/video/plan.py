@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from models.errors import UserInputError
+from models.layers import expand_layers, is_layer_pattern
 from models.video import VideoNet, load_video_net
 from tasks.actor import NetSpec
 from tasks.video import VideoConfig
@@ -52,12 +53,15 @@ def load(spec: AtlasSpec):
 
 
 def selected_layers(spec: AtlasSpec, video: VideoNet) -> tuple[str, ...]:
-    """--layers, else the layers of the entry's default selection, else the output layer (--units applies to
-    them all)."""
+    """--layers (paths, patterns and `all`, as models/layers.py expands them over the video model's layers),
+    else the layers of the entry's default selection, else the output layer (--units applies to them all)."""
     model = spec.net.model
     for layer in spec.layers:
-        if layer not in video.layers:
+        if layer not in video.layers and not is_layer_pattern(layer):
             raise UserInputError(f"unknown layer {layer!r} of video model {model!r}; {layers_hint(model)}")
+    if spec.layers:
+        infos = {name: v.info for name, v in video.layers.items()}
+        return tuple(expand_layers(spec.layers, infos, model))
     default = tuple(layer for layer, _ in getattr(spec.net.entry(), "default_selection", ()))
     if spec.layers or default:
         return spec.layers or default
