@@ -16,7 +16,7 @@ from models.errors import UserInputError
 from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg,
                        preprocessing_kwargs)
 
-__all__ = ["add_subcommand", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator", "DEFAULT_METHOD",
+__all__ = ["add_subcommand", "add_atlas_flags", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator", "DEFAULT_METHOD",
            "DEFAULT_STYLE"]
 
 DEFAULT_METHOD = "image"
@@ -26,14 +26,26 @@ _DEFAULT_STEPS = 200  # DGN-AM (the released code's setting)
 
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add `atlas` to the CLI's subparsers; returns its parser."""
+    from .plan_cmd import add_dry_run_flags
+
     p = subparsers.add_parser("atlas", help="one synthesized image per (layer, unit, seed)")
+    add_atlas_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="print what the run would cost (neuron-atlas plan) "
+                   "and write nothing")
+    add_dry_run_flags(p)
+    return p
+
+
+def add_atlas_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of `atlas` (also `plan`'s)."""
     add_model_flags(p)
-    g = add_selection_flags(p, "comma-separated layer paths; default: the model's demo selection",
+    g = add_selection_flags(p, "comma-separated layer paths, shell-style patterns over them ('features.*', "
+                            "'layer*.*.conv2') or 'all' (every conv and linear layer); default: the model's demo "
+                            "selection",
                             "'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
     g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1)")
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
     add_method_flags(p)
-    return p
 
 
 def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: str | type = "store",
@@ -148,7 +160,11 @@ def spec_from_args(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Plan, run and summarize one atlas job; returns the exit status (0)."""
+    """Plan, run and summarize one atlas job (with --dry-run: only the plan); returns the exit status (0)."""
+    if getattr(args, "dry_run", False):
+        from . import plan_cmd
+
+        return plan_cmd.run(args)
     from .runner import run_atlas
     from .spec import plan
 

@@ -9,8 +9,8 @@ Ray start), through the real CLI:
    otherwise the shipped weights (models/nets/, models/priors/);
 2. `atlas --method dgn` for every logit of both nets (4 seeds each), 8 units of the fc7-like layer and 8
    channels of the last conv layer of `fashion_cnn`; the same logits by `--style lucid` and `--style yosinski`;
-3. `nearest` of every synthesized image among the 60,000 training photos, in pixels and in fc6 (the paper's
-   memorization check), and the site (`report`);
+3. `nearest` of every synthesized image among the 60,000 training photos, in pixels and in each net's code
+   (fc6; the resnet's pooled features): the paper's memorization check; and the site (`report`);
 4. the measurement harness (benchmarks/dgn_quality.py): the table (OUT/quality.md, OUT/quality.json) and the
    contact sheet (OUT/quality-sheet.png, also DOCS/dgn-fashion-sheet.png with --docs).
 Every step skips what an earlier run already finished.
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = ["--steps", str(a.steps)] if a.steps else []
     for run in atlas_runs(weights, gen):
         _run(["atlas", *run, *steps, "--out", atlas], log)
-    _run(["nearest", "--atlas", atlas, "--images", "fashion-mnist:train", "--model", "fashion_cnn",
-          *weights["fashion_cnn"], "--spaces", "pixel,classifier.2", "--k", "3", "--shard-size", "5000"], log)
+    for model, code in (("fashion_cnn", "classifier.2"), ("fashion_resnet", "avgpool")):
+        _run(["nearest", "--atlas", atlas, "--images", "fashion-mnist:train", "--model", model, *weights[model],
+              "--spaces", f"pixel,{code}", "--k", "3", "--shard-size", "5000"], log)
     _run(["report", atlas], log)
 
     from benchmarks.dgn_quality import measure, sheet, table

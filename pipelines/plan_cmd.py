@@ -1,0 +1,218 @@
+"""`neuron-atlas plan` (also `atlas --dry-run`): what an atlas run will cost, before a cluster is booked.
+
+Takes every flag of `atlas`, plans the run exactly as `atlas` would (the same validation, the same keys), and
+prints per layer and in total: items, items already done under --out, bytes it will write, and the time it
+will take on this device and on N actors of this kind. Writes nothing anywhere.
+
+Time comes from a calibration on this process's device: per layer, one batch of the run's own batch size
+(fewer when the layer has fewer items) runs two warm-up steps, then `--calibration-steps` steps, timed; a
+layer's time is its batches x steps x the measured seconds per batch-step. N actors divide the time of the
+batches (a run has at least one batch per layer and actor), and the fixed start-up of a run (Ray, actors,
+model load; `--startup-s`, 15 s by default, measured on this 2-core machine) is added once. Bytes come from
+writing the calibration batch through the real sink into a counting store (PNGs of partly optimized images:
+their size is that of the final ones within a few per cent). `--no-calibrate` prints items and done only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["add_subcommand", "add_dry_run_flags", "run", "estimate", "LayerPlan"]
+
+DEFAULT_ACTORS = (1, 4, 16)
+
+
+@dataclass
+class LayerPlan:
+    layer: str
+    items: int
+    done: int
+    batches: int = 0
+    seconds_per_batch_step: float | None = None
+    bytes_per_item: float | None = None
+
+    @property
+    def todo(self) -> int:
+        return self.items - self.done
+
+
+@dataclass
+class Estimate:
+    layers: list[LayerPlan]
+    steps: int
+    batch_size: int
+    device: str
+    calibration_s: float = 0.0
+    startup_s: float = 15.0
+    actors: tuple[int, ...] = DEFAULT_ACTORS
+    notes: list[str] = field(default_factory=list)
+
+    def seconds(self, actors: int = 1) -> float | None:
+        """Estimated wall time of the remaining work on `actors` actors like this device (None: uncalibrated)."""
+        if any(lp.seconds_per_batch_step is None for lp in self.layers if lp.todo):
+            return None
+        batches = [(lp.seconds_per_batch_step * self.steps, lp.batches) for lp in self.layers if lp.todo]
+        if not batches:
+            return 0.0
+        work = sum(s * n for s, n in batches)  # actors take batches of any layer as they come free
+        return max(work / actors, max(s for s, _ in batches)) + self.startup_s
+
+    def bytes(self) -> float | None:
+        if any(lp.bytes_per_item is None for lp in self.layers if lp.todo):
+            return None
+        return sum(lp.bytes_per_item * lp.todo for lp in self.layers)
+
+    def as_dict(self) -> dict:
+        return {"device": self.device, "steps": self.steps, "batch_size": self.batch_size,
+                "calibration_s": round(self.calibration_s, 2), "startup_s": self.startup_s,
+                "layers": [{"layer": lp.layer, "items": lp.items, "done": lp.done, "todo": lp.todo,
+                            "batches": lp.batches, "seconds_per_batch_step": lp.seconds_per_batch_step,
+                            "bytes": None if lp.bytes_per_item is None else round(lp.bytes_per_item * lp.todo),
+                            "seconds_one_actor": None if lp.seconds_per_batch_step is None else round(
+                                lp.seconds_per_batch_step * self.steps * lp.batches, 2)}
+                           for lp in self.layers],
+                "total": {"items": sum(lp.items for lp in self.layers), "done": sum(lp.done for lp in self.layers),
+                          "bytes": self.bytes(),
+                          "seconds": {str(n): self.seconds(n) for n in self.actors}},
+                "notes": self.notes}
+
+
+class _CountingStore:
+    """A store that only counts the bytes written to it (the sink's writes, measured without any I/O)."""
+
+    def __init__(self):
+        self.bytes = 0
+
+    def write_bytes(self, rel: str, data: bytes, content_type: str | None = None) -> None:
+        self.bytes += len(data)
+
+
+def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: int = 5, startup_s: float = 15.0,
+             actors: tuple[int, ...] = DEFAULT_ACTORS, log=print) -> Estimate:
+    """The Estimate of plan `p` (pipelines/spec.py) given the keys already `done` (module docstring)."""
+    import torch
+
+    from tasks.actor import Batch, SynthesisActor, pick_device
+
+    from .sink import write_batch
+
+    device = pick_device()
+    batch_size = p.spec.batch_size or (64 if device.type == "cuda" else 8)
+    by_layer: dict[str, list] = {}
+    for key, item in p.items:
+        by_layer.setdefault(key.layer, []).append((key, item))
+    layers = []
+    for layer, items in by_layer.items():
+        todo = [kv for kv in items if kv[0].as_tuple() not in done]
+        layers.append(LayerPlan(layer, len(items), len(items) - len(todo), math.ceil(len(todo) / batch_size)))
+    est = Estimate(layers, p.spec.steps, batch_size, str(device), startup_s=startup_s, actors=actors)
+    if not calibrate:
+        return est
+    t0 = time.perf_counter()
+    actor = SynthesisActor(p.spec.net, device=str(device), code_upper=p.code_upper)
+    for lp in layers:
+        if not lp.todo:
+            continue
+        batch = [kv for kv in by_layer[lp.layer] if kv[0].as_tuple() not in done][:batch_size]
+        work = Batch(tuple(w for _, w in batch), p.spec.config, 2, p.spec.objective)
+        actor.run(work)  # warm-up: first-call allocations and kernel choices
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        s = time.perf_counter()
+        result = actor.run(Batch(work.items, work.config, calibration_steps, work.objective))
+        lp.seconds_per_batch_step = (time.perf_counter() - s) / calibration_steps
+        counter = _CountingStore()
+        write_batch(counter, [k for k, _ in batch], result.results, p.spec.steps, result.device)
+        lp.bytes_per_item = counter.bytes / len(batch)
+        log(f"calibrated {lp.layer}: {lp.seconds_per_batch_step * 1000:.1f} ms per step of a batch of {len(batch)}")
+    est.calibration_s = time.perf_counter() - t0
+    if len(by_layer) and any(lp.batches and lp.todo % batch_size and lp.todo > batch_size for lp in layers):
+        est.notes.append("a layer's last batch is partly full and is counted as a full one")
+    return est
+
+
+def _human_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _human_s(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = round(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def text(est: Estimate) -> str:
+    """The human table: a row per layer and a total, the time on each actor count."""
+    rows = [("layer", "items", "done", "to do", "bytes", "time, 1 actor")]
+    for lp in est.layers:
+        one = None if lp.seconds_per_batch_step is None else lp.seconds_per_batch_step * est.steps * lp.batches
+        rows.append((lp.layer, f"{lp.items:,}", f"{lp.done:,}", f"{lp.todo:,}",
+                     _human_bytes(None if lp.bytes_per_item is None else lp.bytes_per_item * lp.todo), _human_s(one)))
+    total_items = sum(lp.items for lp in est.layers)
+    total_done = sum(lp.done for lp in est.layers)
+    rows.append(("total", f"{total_items:,}", f"{total_done:,}", f"{total_items - total_done:,}",
+                 _human_bytes(est.bytes()), _human_s(est.seconds(1))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    lines.append(f"device {est.device}, batch {est.batch_size}, {est.steps} steps; time includes {est.startup_s:.0f} s "
+                 f"of start-up; calibration took {est.calibration_s:.1f} s")
+    if est.seconds(1) is not None:
+        lines.append("on N actors like this device: " + ", ".join(f"{n}: {_human_s(est.seconds(n))}"
+                                                                  for n in est.actors))
+    lines += est.notes
+    return "\n".join(lines)
+
+
+def add_dry_run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("plan")
+    g.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    g.add_argument("--calibration-steps", type=int, default=5, help="timed steps per layer (after a warm-up)")
+    g.add_argument("--no-calibrate", action="store_true", help="items and done only; no time or bytes")
+    g.add_argument("--startup-s", type=float, default=15.0, help="fixed start-up of a run added to the time")
+    g.add_argument("--estimate-actors", default="1,4,16", help="actor counts to estimate the time for")
+
+
+def add_subcommand(subparsers) -> None:
+    from . import atlas_cmd
+
+    p = subparsers.add_parser("plan", help="items, done, bytes and time of an atlas run before it runs; "
+                              "writes nothing")
+    atlas_cmd.add_atlas_flags(p)
+    add_dry_run_flags(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.errors import UserInputError
+
+    from .atlas_cmd import spec_from_args
+    from .sink import done_keys
+    from .spec import plan
+
+    if args.calibration_steps < 1:
+        raise UserInputError(f"--calibration-steps {args.calibration_steps} must be at least 1")
+    try:
+        actors = tuple(int(n) for n in args.estimate_actors.split(","))
+        if not actors or min(actors) < 1:
+            raise ValueError
+    except ValueError:
+        raise UserInputError(f"--estimate-actors {args.estimate_actors!r}: give counts >= 1, e.g. 1,4,16") from None
+    p = plan(spec_from_args(args))
+    done = done_keys(p.spec.store())
+    log = (lambda m: print(m, file=sys.stderr))
+    est = estimate(p, done, calibrate=not args.no_calibrate, calibration_steps=args.calibration_steps,
+                   startup_s=args.startup_s, actors=actors, log=log)
+    print(json.dumps(est.as_dict(), indent=1) if args.json else text(est))
+    return 0
