@@ -16,7 +16,7 @@ import tomllib
 
 from models.errors import StorageError, UserInputError
 
-from . import atlas_cmd, plan_cmd
+from . import atlas_cmd, compact_cmd, plan_cmd
 from .snapshots import snapshots_cmd
 from .report import report_cmd
 from .topk import nearest_cmd, topk_cmd
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     atlas_cmd.add_subcommand(sub)
     plan_cmd.add_subcommand(sub)
+    compact_cmd.add_subcommand(sub)
     snapshots_cmd.add_subcommand(sub)
     topk_cmd.add_subcommand(sub)
     nearest_cmd.add_subcommand(sub)
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
-        handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "plan": plan_cmd.run, "stats": _cmd_stats,
+        handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "plan": plan_cmd.run, "compact": compact_cmd.run, "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
                    "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run,
                    "snapshots": snapshots_cmd.run, "report": report_cmd.run,

@@ -207,4 +207,16 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     summary = RunSummary(len(plan.items), skipped, result.written, wall, result.synth_s, len(pool.actors))
     write_manifest(store, run_id, run_record(plan), status="finished", finished_at=utc_now(),
                    synth_fraction=round(summary.synth_fraction, 4))
+    compact_partitions(store, [k for k, _ in todo], log)
     return summary
+
+
+def compact_partitions(store, keys, log=print, datasets: tuple[str, ...] = ("units", "activations")) -> None:
+    """Merge the parts that a finished run wrote into the partitions of `keys` (pipelines/compaction.py)."""
+    from .compaction import compact
+
+    folders = {f"{d}/{p}" for p in {k.partition() for k in keys} for d in datasets}
+    if folders:
+        c = compact(store, datasets, folders=folders)
+        log(f"compacted {c.files_before:,} files of {c.partitions:,} partitions into {c.files_after:,} "
+            f"({c.seconds:.1f} s)")

@@ -107,8 +107,12 @@ def read_units(store: Store, columns: list[str] | None = None) -> pa.Table:
 
 def read_dataset(store: Store, rel: str, columns: list[str] | None = None,
                  partitioning: ds.Partitioning = PARTITIONING) -> pa.Table:
-    """Every Parquet file under `rel` as one Arrow table, hive partition columns included (empty if none)."""
-    files = [store.path(p) for p in store.find(rel, ".parquet")]
+    """Every live Parquet file under `rel` as one Arrow table, hive partition columns included (empty if none);
+    files that a compact file has merged are skipped (pipelines/compaction.py), so each row is read once even
+    while a compaction runs."""
+    from .compaction import live_files
+
+    files = [store.path(p) for p in live_files(store, store.find(rel, ".parquet"))]
     if not files:
         return pa.table({})
 

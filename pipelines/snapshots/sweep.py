@@ -32,7 +32,7 @@ from models.loading import BUILT_WEIGHTS
 from models.weights import load_into, read_weights
 
 from ..manifest import run_record, utc_now, write_manifest
-from ..runner import ActorPool, run_id_of, start_actors, synthesize
+from ..runner import ActorPool, compact_partitions, run_id_of, start_actors, synthesize
 from ..sink import done_keys
 from ..spec import AtlasSpec, plan
 from .checkpoints import Checkpoint, Prefix, StepSelection, compile_pattern, find_checkpoints
@@ -99,6 +99,7 @@ class Sweep:
         self.run_id = run_id_of(replace(self.base, snapshot=f"snapshots:{self.prefix.uri}"))
         self.store.remove_stale_temporaries()
         self.done = done_keys(self.store)
+        self._written_keys: list = []  # keys this watcher wrote: their partitions are compacted at the end
         entry = self.base.spec.net.entry()
         with torch.random.fork_rng(devices=[]):
             self.arch = entry.build()  # unfrozen, to fit each checkpoint's state dict to
@@ -195,6 +196,7 @@ class Sweep:
     def _on_batch(self, keys, result) -> None:
         for key, r in zip(keys, result.results):
             self.done.add(key.as_tuple())
+            self._written_keys.append(key)
             self.tracker.add(key, r.act_start, r.act_final, r.image)
 
     def _on_actor_error(self, keys, error: str) -> None:
@@ -287,3 +289,6 @@ class Sweep:
         """Record the end of this watcher in the manifest, when it processed or skipped anything."""
         if self.totals.snapshots or self.totals.failed:
             self._write_manifest(status, finished_at=utc_now())
+        if self._written_keys:
+            compact_partitions(self.store, self._written_keys, self.log)
+            self._written_keys = []

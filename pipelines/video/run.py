@@ -20,7 +20,7 @@ from tasks.video_actor import VideoActor, VideoBatch
 from ..dispatch import dispatch
 from ..manifest import run_record, utc_now, write_manifest
 from ..progress import Progress
-from ..runner import RunSummary, make_batches, remaining, run_id_of, start_actors
+from ..runner import RunSummary, compact_partitions, make_batches, remaining, run_id_of, start_actors
 from .outputs import done_video_keys, write_videos
 from .plan import VideoPlan
 
@@ -89,4 +89,5 @@ def run_video(vp: VideoPlan, *, log=print) -> RunSummary:
                          len(pool.actors))
     write_manifest(store, run_id, record, status="finished", finished_at=utc_now(),
                    synth_fraction=round(summary.synth_fraction, 4))
+    compact_partitions(store, [k for k, _ in todo], log, ("units", "activations", "videos"))
     return summary
