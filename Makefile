@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video \
-	fashion-data dgn-demo bench-dgn
+	fashion-data dgn-demo bench-dgn every-neuron
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ fashion-data:
 # measurement table and contact sheet (./dgn-demo-out)
 dgn-demo: $(STAMP) fashion-data
 	$(BIN)/python -m pipelines.fashion.demo --out ./dgn-demo-out $(ARGS)
+
+# every unit of every layer of fashion_cnn (conv channels, fc units, logits; DGN-AM, 1 seed) with its site, the
+# plan's estimate beside the measured wall time, and a screenshot of a layer page (./every-neuron-out)
+every-neuron: $(STAMP) browser
+	$(BIN)/python -m benchmarks.every_neuron --out ./every-neuron-out $(ARGS)
 
 # the DGN-AM measurement harness alone (table and contact sheet; make bench runs it too, --skip-dgn leaves it out)
 bench-dgn: $(STAMP) fashion-data
@@ -95,4 +100,4 @@ bench-video: $(STAMP)
 	$(BIN)/python -m benchmarks.video_bench $(ARGS)
 
 clean:
-	rm -rf atlas-out snapshots-demo video-demo-out dgn-demo-out
+	rm -rf atlas-out snapshots-demo video-demo-out dgn-demo-out every-neuron-out

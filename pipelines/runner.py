@@ -32,8 +32,9 @@ from .spec import AtlasSpec, Plan
 __all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
            "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# outputs and environments: never shipped to a cluster
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs",
-                  ".bench-deps", "snapshots-demo", "video-demo-out", "build"]  # outputs and environments
+                  ".bench-deps", "snapshots-demo", "video-demo-out", "dgn-demo-out", "every-neuron-out", "build"]
 
 
 @dataclass
