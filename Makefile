@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video \
-	fashion-data dgn-demo bench-dgn every-neuron
+	fashion-data dgn-demo bench-dgn every-neuron bench-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,11 @@ dgn-demo: $(STAMP) fashion-data
 # plan's estimate beside the measured wall time, and a screenshot of a layer page (./every-neuron-out)
 every-neuron: $(STAMP) browser
 	$(BIN)/python -m benchmarks.every_neuron --out ./every-neuron-out $(ARGS)
+
+# the pipeline at a million items on the loopback S3 server: plan, per-item overhead, resume check, compaction,
+# DuckDB before/after, the site over 100,000 units (benchmarks/scale.json; make bench runs it unless --skip-scale)
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale_bench $(ARGS)
 
 # the DGN-AM measurement harness alone (table and contact sheet; make bench runs it too, --skip-dgn leaves it out)
 bench-dgn: $(STAMP) fashion-data

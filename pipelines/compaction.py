@@ -29,6 +29,7 @@ import io
 import json
 import posixpath
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -94,59 +95,58 @@ class CompactionSummary:
                 f"{self.rows:,} rows) in {self.seconds:.1f} s")
 
 
-def _folders(store: Store, datasets: Iterable[str], only: set[str] | None) -> dict[str, list[str]]:
-    """partition folder -> its Parquet files, for every dataset (restricted to the folders in `only`)."""
+def _folders(store: Store, datasets: Iterable[str], only: set[str] | None) -> tuple[dict[str, list[str]],
+                                                                                 dict[str, int]]:
+    """(partition folder -> its Parquet files, file -> size), for every dataset (only the folders in `only`)."""
     out: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
     for dataset in datasets:
-        for rel in store.find(dataset, ".parquet"):
+        for rel, size in store.find_sizes(dataset, ".parquet").items():
             folder = posixpath.dirname(rel)
             if only is None or folder in only:
                 out.setdefault(folder, []).append(rel)
-    return out
+                sizes[rel] = size
+    return out, sizes
 
 
 def compact(store: Store, datasets: Iterable[str] = COMPACTED_DATASETS, *, folders: Iterable[str] | None = None,
-            target_bytes: int = TARGET_BYTES, log: Callable[[str], None] | None = None) -> CompactionSummary:
-    """Compact every partition folder of `datasets` under `store` (only `folders`, relative paths, when given)."""
+            target_bytes: int = TARGET_BYTES, log: Callable[[str], None] | None = None,
+            threads: int = 16) -> CompactionSummary:
+    """Compact every partition folder of `datasets` under `store` (only `folders`, relative paths, when given);
+    reads and deletes run on `threads` threads (object stores answer many requests at once)."""
     t0 = time.perf_counter()
     summary = CompactionSummary()
-    found = _folders(store, datasets, set(folders) if folders is not None else None)
+    found, sizes = _folders(store, datasets, set(folders) if folders is not None else None)
     last = time.monotonic()
-    for i, (folder, files) in enumerate(sorted(found.items())):
-        summary.partitions += 1
-        summary.files_before += len(files)
-        live = live_files(store, files)
-        for rel in sorted(set(files) - set(live)):  # sources a killed compaction left behind
-            store.remove(rel)
-            summary.removed += 1
-        small = [rel for rel in live if _size(store, rel) < target_bytes]
-        if len(small) > 1:
-            rows = _merge(store, folder, small)
-            summary.merged += 1
-            summary.rows += rows
-            for rel in small:
-                store.remove(rel)
-                summary.removed += 1
-            live = [rel for rel in live if rel not in small] + ["merged"]
-        summary.files_after += len(live)
-        dataset = folder.split("/", 1)[0]
-        summary.by_dataset[dataset] = summary.by_dataset.get(dataset, 0) + 1
-        if log is not None and time.monotonic() - last > 10:
-            last = time.monotonic()
-            log(f"compacting: {i + 1:,}/{len(found):,} partitions")
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for i, (folder, files) in enumerate(sorted(found.items())):
+            summary.partitions += 1
+            summary.files_before += len(files)
+            live = live_files(store, files)
+            covered = sorted(set(files) - set(live))  # sources a killed compaction left behind
+            list(pool.map(store.remove, covered))
+            summary.removed += len(covered)
+            small = [rel for rel in live if sizes[rel] < target_bytes]
+            if len(small) > 1:
+                summary.rows += _merge(store, folder, small, pool)
+                summary.merged += 1
+                list(pool.map(store.remove, small))  # only once the compact file holds every row
+                summary.removed += len(small)
+                live = [rel for rel in live if rel not in small] + ["merged"]
+            summary.files_after += len(live)
+            dataset = folder.split("/", 1)[0]
+            summary.by_dataset[dataset] = summary.by_dataset.get(dataset, 0) + 1
+            if log is not None and time.monotonic() - last > 10:
+                last = time.monotonic()
+                log(f"compacting: {i + 1:,}/{len(found):,} partitions")
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _size(store: Store, rel: str) -> int:
-    return int(with_retries(lambda: store.fs.size(store.path(rel)), f"{store.uri}/{rel}", store.retry))
-
-
-def _merge(store: Store, folder: str, sources: list[str]) -> int:
+def _merge(store: Store, folder: str, sources: list[str], pool: ThreadPoolExecutor) -> int:
     """Write the compact file of `sources` (atomically, named after them); returns its row count."""
     names = sorted(posixpath.basename(rel) for rel in sources)
-    tables = [with_retries(lambda r=rel: pq.read_table(io.BytesIO(store.read_bytes(r))), f"{store.uri}/{rel}",
-                           store.retry) for rel in sorted(sources)]
+    tables = list(pool.map(lambda r: pq.read_table(io.BytesIO(store.read_bytes(r))), sorted(sources)))
     table = pa.concat_tables(tables, promote_options="default")
     meta = dict(table.schema.metadata or {})
     meta[SOURCES_KEY] = json.dumps(names).encode()

@@ -86,6 +86,22 @@ class Store:
                       for p in with_retries(listing, self._uri(rel), self.retry)
                       if p.endswith(suffix) and TMP_MARK not in p)
 
+    def find_sizes(self, rel: str, suffix: str = "") -> dict[str, int]:
+        """{relative path: size in bytes} of the files `find` would list (one listing, no request per file)."""
+        base = self.path(rel)
+
+        def listing() -> dict:
+            self.fs.invalidate_cache()
+            try:
+                return self.fs.find(base, detail=True)
+            except FileNotFoundError:
+                return {}
+
+        prefix = self.root + "/"
+        found = with_retries(listing, self._uri(rel), self.retry)
+        return {(p[len(prefix):] if p.startswith(prefix) else p): int(info.get("size") or 0)
+                for p, info in sorted(found.items()) if p.endswith(suffix) and TMP_MARK not in p}
+
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files a killed writer left behind (local roots only); returns how many."""
         if not self.local or not os.path.isdir(self.root):
