@@ -17,7 +17,8 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
      frame count (16, 40, 160), chunked + checkpointed vs plain, unless --skip-video;
   9. DGN-AM on Fashion-MNIST (benchmarks/dgn_quality.py): the judge, realism, sharpness, diversity and copying
      measures of DGN-AM on both Fashion nets, its ablations and image AM against real photos, unless
-     --skip-dgn.
+     --skip-dgn;
+  10. the pipeline at a million items (benchmarks/scale_bench.py), unless --skip-scale.
 Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
 """
 
@@ -193,6 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-video", action="store_true",
                     help="skip the preferred-video benchmark (memory and seconds per step at 16, 40, 160 frames)")
     ap.add_argument("--skip-dgn", action="store_true", help="skip the DGN-AM Fashion-MNIST measurements")
+    ap.add_argument("--skip-scale", action="store_true", help="skip the million-item benchmark (make bench-scale)")
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     args = ap.parse_args(argv)
@@ -259,6 +261,10 @@ def main(argv=None) -> int:
         from .dgn_quality import measure as measure_dgn
 
         results["dgn_fashion"], _ = measure_dgn(2 if args.quick else 8, log=log)
+    if not args.skip_scale:
+        from .scale_bench import measure_scale
+
+        results["scale"] = measure_scale(args.quick, log=log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -348,6 +354,10 @@ def report(r: dict) -> str:
         lines += report_lines(r["report"])
     if "video" in r:
         lines += video_report(r["video"])
+    if "scale" in r:
+        from .scale_bench import scale_report
+
+        lines += scale_report(r["scale"])
     if "dgn_fashion" in r:
         from .dgn_quality import table
 

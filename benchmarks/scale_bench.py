@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-__all__ = ["main", "TrivialActor"]
+__all__ = ["main", "measure_scale", "scale_report", "TrivialActor"]
 
 KEY = ["model", "snapshot", "layer", "unit", "y", "x", "seed", "method", "hyperparams"]
 
@@ -183,21 +183,12 @@ def bench_storage(n: int, store, log) -> dict:
             "duckdb_rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
+def measure_scale(quick: bool = False, skip: set[str] = frozenset(), log=print) -> dict:
+    """Every section of the module docstring (sizes / 20 with `quick`) except those in `skip`."""
     from pipelines.storage import Store
     from tests.s3server import MotoServer, s3_env
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", default="benchmarks/scale.json")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: plan,overhead,storage,site")
-    a = ap.parse_args(argv)
-    skip = set(a.skip.split(","))
-    div = 20 if a.quick else 1
-
-    def log(m: str) -> None:
-        print(m, file=sys.stderr, flush=True)
-
+    div = 20 if quick else 1
     server = MotoServer()
     env = s3_env(server.url)
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
@@ -205,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket="scale")
     options = {"endpoint_url": server.url}
-    results: dict = {"quick": a.quick}
+    results: dict = {"quick": quick}
     try:
         if "plan" not in skip:
             results["plan"] = bench_plan(max(1, 37 // div), env, "s3://scale/plan", log)
@@ -226,6 +217,47 @@ def main(argv: list[str] | None = None) -> int:
                                if "seconds" in r["fresh"] else r["fresh"]}
     finally:
         server.stop()
+    return results
+
+
+def scale_report(r: dict) -> list[str]:
+    """Markdown lines for BENCHMARKS.md."""
+    lines = ["", "**At a million items** (benchmarks/scale_bench.py, `make bench-scale`; S3 = the loopback moto "
+             "server):", ""]
+    if "plan" in r:
+        p = r["plan"]
+        lines.append(f"- plan of {p['items']:,} items (ResNet-50, `--layers all --units all`): {p['seconds']} s, "
+                     f"peak RSS {p['rss_mib']:,} MiB")
+    for key, where in (("overhead_local", "a local disk"), ("overhead_s3", "the S3 server")):
+        if key in r:
+            o = r[key]
+            lines.append(f"- pipeline overhead onto {where}, {o['items']:,} items at batch {o['batch']} (synthesis "
+                         f"replaced by a test double): {o['ms_per_item']:.2f} ms per item")
+    if "s3_put_per_s" in r:
+        lines.append(f"- the S3 server's own rate: {r['s3_put_per_s']:,} small PUTs per second from 16 threads")
+    if "storage" in r:
+        s = r["storage"]
+        lines.append(f"- {s['keys']:,} done keys as {s['files_before']:,} parts: resume check {s['resume_s']} s; "
+                     f"compaction {s['compaction_s']} s to {s['files_after']} files; resume check after "
+                     f"{s['resume_after_s']} s; DuckDB (one layer's units joined with their activations, "
+                     f"{s['duckdb_rows']:,} rows) {s['duckdb_before_s']} s on the parts, {s['duckdb_after_s']} s "
+                     f"after compaction ({s['duckdb_speedup']}x)")
+    if "site" in r:
+        lines.append(f"- the site over a {r['site']['units']:,}-unit atlas: {r['site']['seconds']} s")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default="benchmarks/scale.json")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: plan,overhead,storage,site")
+    a = ap.parse_args(argv)
+
+    def log(m: str) -> None:
+        print(m, file=sys.stderr, flush=True)
+
+    results = measure_scale(a.quick, set(a.skip.split(",")), log)
     os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
     with open(a.json, "w") as f:
         json.dump(results, f, indent=1)

@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserInputError(f"--estimate-actors {args.estimate_actors!r}: give counts >= 1, e.g. 1,4,16") from None
     p = plan(spec_from_args(args))
-    done = done_keys(p.spec.store())
+    done = done_keys(p.spec.store(), partitions={k.partition() for k, _ in p.items})
     log = (lambda m: print(m, file=sys.stderr))
     est = estimate(p, done, calibrate=not args.no_calibrate, calibration_steps=args.calibration_steps,
                    startup_s=args.startup_s, actors=actors, log=log)

@@ -195,7 +195,7 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     store = spec.store()
     t0 = time.perf_counter()
     store.remove_stale_temporaries()
-    todo = remaining(plan, done_keys(store), log)
+    todo = remaining(plan, done_keys(store, partitions={k.partition() for k, _ in plan.items}), log)
     skipped = len(plan.items) - len(todo)
     if not todo:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)

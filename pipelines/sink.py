@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -106,13 +106,15 @@ def read_units(store: Store, columns: list[str] | None = None) -> pa.Table:
 
 
 def read_dataset(store: Store, rel: str, columns: list[str] | None = None,
-                 partitioning: ds.Partitioning = PARTITIONING) -> pa.Table:
+                 partitioning: ds.Partitioning = PARTITIONING, partitions: Iterable[str] | None = None) -> pa.Table:
     """Every live Parquet file under `rel` as one Arrow table, hive partition columns included (empty if none);
     files that a compact file has merged are skipped (pipelines/compaction.py), so each row is read once even
     while a compaction runs."""
     from .compaction import live_files
 
-    files = [store.path(p) for p in live_files(store, store.find(rel, ".parquet"))]
+    listed = store.find(rel, ".parquet") if partitions is None else [
+        f for p in sorted(set(partitions)) for f in store.find(f"{rel}/{p}", ".parquet")]
+    files = [store.path(p) for p in live_files(store, listed)]
     if not files:
         return pa.table({})
 
@@ -124,11 +126,11 @@ def read_dataset(store: Store, rel: str, columns: list[str] | None = None,
     return with_retries(load, f"{store.uri}/{rel}", store.retry)
 
 
-def done_keys(store: Store, rel: str = "units") -> set[tuple]:
+def done_keys(store: Store, rel: str = "units", partitions: Iterable[str] | None = None) -> set[tuple]:
     """Key tuples (ItemKey.as_tuple order) of every row already written under `rel/` (`units/`; `videos/` for
-    preferred videos)."""
+    preferred videos); with `partitions` (ItemKey.partition() paths), only those are listed and read."""
     table = read_dataset(store, rel, columns=["model", "snapshot", "layer", "unit", "y", "x", "seed", "method",
-                                              "hyperparams"])
+                                              "hyperparams"], partitions=partitions)
     if table.num_rows == 0:
         return set()
     cols = [table.column(c).to_pylist() for c in table.column_names]

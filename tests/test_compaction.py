@@ -88,3 +88,13 @@ def test_live_files_hide_merged_sources_and_compact_files_record_them(tmp_path):
     sources = pq.read_metadata(store.path(merged)).metadata[b"neuron-atlas.sources"]
     assert all(p.rsplit("/", 1)[1].encode() in sources for p in parts)
     assert live_files(store, [*parts, merged]) == [merged]
+
+
+def test_the_resume_check_lists_only_the_partitions_of_the_run(tmp_path):
+    store = Store(str(tmp_path / "out"))
+    write_parts(store)
+    fc = key(0, layer="fc", y=None, x=None).partition()
+    got = done_keys(store, partitions=[fc])
+    assert got and {k[2] for k in got} == {"fc"}
+    compact(store)
+    assert done_keys(store, partitions=[fc]) == got
