@@ -118,7 +118,8 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
     for lp in layers:
         if not lp.todo:
             continue
-        batch = [kv for kv in by_layer[lp.layer] if kv[0].as_tuple() not in done][:batch_size]
+        todo = [kv for kv in by_layer[lp.layer] if kv[0].as_tuple() not in done]
+        batch = [kv for kv in todo if kv[0].partition() == todo[0][0].partition()][:batch_size]  # one snapshot
         work = Batch(tuple(w for _, w in batch), p.spec.config, 2, p.spec.objective)
         actor.run(work)  # warm-up: first-call allocations and kernel choices
         if device.type == "cuda":
@@ -185,6 +186,76 @@ def add_dry_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--estimate-actors", default="1,4,16", help="actor counts to estimate the time for")
 
 
+def topk_estimate(tp, *, calibrate: bool = True, startup_s: float = 15.0,
+                  actors: tuple[int, ...] = DEFAULT_ACTORS, log=print) -> Estimate:
+    """The Estimate of a top-k run (pipelines/topk/topk_run.py): one row, every selected unit of every layer,
+    whose items are the images; done = images in the shards an earlier run finished. Calibration: one shard of
+    up to 64 images through the worker's own code on this device. Bytes: the crops (k per unit, sized as the
+    net's input view of the first image, an upper bound) and the tables."""
+    import numpy as np
+
+    from .photos import preprocessing_input
+
+    from .imagesets import read_images
+    from .sink import png_bytes
+    from .topk.shards import make_shards
+    from .topk.worker import ImageWorker, TopkJob, default_batch_size
+
+    spec = tp.spec
+    store = spec.store()
+    shards = make_shards(tp.images, spec.shard_size)
+    finished = set(store.find(f"topk/shards/{tp.run_id}", ".parquet"))
+    done = sum(len(s.sources) for s in shards if f"topk/shards/{tp.run_id}/{s.name}.parquet" in finished)
+    units = sum(len(ch) for _, ch in tp.selection)
+    row = LayerPlan(f"{len(tp.selection)} layers, {units:,} units", len(tp.images.sources), done,
+                    sum(1 for s in shards if f"topk/shards/{tp.run_id}/{s.name}.parquet" not in finished))
+    est = Estimate([row], 1, spec.batch_size or default_batch_size(False), "cpu", startup_s=startup_s,
+                   actors=actors)
+    if not calibrate or not row.todo:
+        return est
+    t0 = time.perf_counter()
+    worker = ImageWorker(spec.net)
+    est.device = str(worker.device)
+    layers = tuple((layer, tuple(ch)) for layer, ch in tp.selection)
+    sample = make_shards(tp.images, min(64, len(tp.images.sources)))[0]
+    batch = spec.batch_size or default_batch_size(worker.device.type == "cuda")
+    worker.topk(TopkJob(sample, layers, spec.k, batch, dict(spec.storage_options), spec.retry()))  # warm-up
+    s = time.perf_counter()
+    worker.topk(TopkJob(sample, layers, spec.k, batch, dict(spec.storage_options), spec.retry()))
+    per_image = (time.perf_counter() - s) / len(sample.sources)
+    row.seconds_per_batch_step = per_image * spec.shard_size  # one "batch" = one shard
+    first = read_images([tp.images.sources[0].uri], spec.storage_options)[0][0]
+    view = (preprocessing_input(first, tp.target.entry.preprocessing).transpose(1, 2, 0) * 255).astype(np.uint8)
+    crop = len(png_bytes(view)) if first is not None else 0
+    row.bytes_per_item = (units * spec.k * (crop + 200)) / max(1, row.items)  # crops and table rows, per image
+    est.calibration_s = time.perf_counter() - t0
+    log(f"calibrated top-k: {per_image * 1000:.1f} ms per image")
+    return est
+
+
+def snapshots_plan(spec):
+    """The atlas Plan of a snapshots sweep (pipelines/snapshots/sweep.py) over the complete checkpoints under its
+    prefix now, the base work list relabelled per checkpoint; reads no checkpoint and writes nothing."""
+    from dataclasses import replace
+
+    from models.errors import UserInputError
+    from models.loading import BUILT_WEIGHTS
+
+    from .snapshots.checkpoints import Prefix, compile_pattern, find_checkpoints
+    from .spec import plan
+
+    atlas = spec.atlas
+    base = plan(replace(atlas, net=replace(atlas.net, weights=BUILT_WEIGHTS), snapshot="base"))
+    prefix = Prefix(spec.checkpoints, atlas.storage_options, atlas.retry())
+    ckpts = [c for c in find_checkpoints(prefix.list(), prefix.uri, compile_pattern(spec.pattern))[0]
+             if spec.selection.keeps(c.step)]
+    if not ckpts:
+        raise UserInputError(f"no checkpoints to plan under --checkpoints {prefix.uri!r} "
+                             f"({spec.selection.describe()})")
+    items = [(replace(k, snapshot=c.label), w) for c in ckpts for k, w in base.items]
+    return replace(base, items=items), len(ckpts)
+
+
 def add_subcommand(subparsers) -> None:
     from . import atlas_cmd
 
@@ -194,12 +265,27 @@ def add_subcommand(subparsers) -> None:
     add_dry_run_flags(p)
 
 
-def run(args: argparse.Namespace) -> int:
-    from models.errors import UserInputError
-
+def run(args: argparse.Namespace, snapshots: bool = False) -> int:
+    """Print the estimate of the atlas run the flags describe (of the snapshots sweep with `snapshots`)."""
     from .atlas_cmd import spec_from_args
     from .sink import done_keys
     from .spec import plan
+
+    estimate_actors(args)  # bad plan flags fail before anything is loaded
+    if snapshots:
+        from .snapshots.snapshots_cmd import spec_from_args as snapshot_spec
+
+        p, n = snapshots_plan(snapshot_spec(args))
+        print(f"{n} checkpoints, {len(p.items) // n:,} items each (checkpoint loads not counted)", file=sys.stderr)
+    else:
+        p = plan(spec_from_args(args))
+    done = done_keys(p.spec.store(), partitions={k.partition() for k, _ in p.items})
+    return print_estimate(args, lambda **kw: estimate(p, done, calibration_steps=args.calibration_steps, **kw))
+
+
+def estimate_actors(args: argparse.Namespace) -> tuple[int, ...]:
+    """The actor counts of --estimate-actors; UserInputError for them or a bad --calibration-steps."""
+    from models.errors import UserInputError
 
     if args.calibration_steps < 1:
         raise UserInputError(f"--calibration-steps {args.calibration_steps} must be at least 1")
@@ -209,10 +295,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise UserInputError(f"--estimate-actors {args.estimate_actors!r}: give counts >= 1, e.g. 1,4,16") from None
-    p = plan(spec_from_args(args))
-    done = done_keys(p.spec.store(), partitions={k.partition() for k, _ in p.items})
-    log = (lambda m: print(m, file=sys.stderr))
-    est = estimate(p, done, calibrate=not args.no_calibrate, calibration_steps=args.calibration_steps,
-                   startup_s=args.startup_s, actors=actors, log=log)
+    return actors
+
+
+def print_estimate(args: argparse.Namespace, make) -> int:
+    """Validate the plan flags, call `make(calibrate=, startup_s=, actors=, log=)` and print its Estimate."""
+    actors = estimate_actors(args)
+    est = make(calibrate=not args.no_calibrate, startup_s=args.startup_s, actors=actors,
+               log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(est.as_dict(), indent=1) if args.json else text(est))
     return 0

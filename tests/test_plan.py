@@ -53,3 +53,34 @@ def test_bad_plan_flags_are_one_line(flag, value, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0]
+
+
+def test_snapshots_and_topk_dry_runs_count_their_items_and_write_nothing(tmp_path, capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tests.conftest import tiny_net
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    for step in (10, 20, 30):
+        torch.save(tiny_net().state_dict(), ckpts / f"ckpt_{step:06d}.pt")
+    out = tmp_path / "never"
+    assert main(["snapshots", "--model", "tinynet", "--checkpoints", str(ckpts), "--every", "10", "--layers", "fc",
+                 "--units", "0:2", "--seeds", "2", "--steps", "2", "--style", "yosinski", "--out", str(out),
+                 "--dry-run", "--json", "--calibration-steps", "1"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["total"]["items"] == 3 * 2 * 2 and est["total"]["seconds"]["1"] > 0
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    assert main(["topk", "--model", "tinynet", "--weights", "random", "--layers", "fc,features.2",
+                 "--images", str(photos), "--k", "2", "--out", str(out), "--dry-run", "--json"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    (row,) = est["layers"]
+    assert row["items"] == 5 and row["done"] == 0 and row["bytes"] > 0 and est["total"]["seconds"]["1"] > 0
+    assert not out.exists()

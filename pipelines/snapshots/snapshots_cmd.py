@@ -20,6 +20,7 @@ from models.errors import UserInputError
 from ..argtypes import add_model_flags, add_selection_flags
 from .. import atlas_cmd
 from ..atlas_cmd import add_method_flags
+from ..plan_cmd import add_dry_run_flags
 
 __all__ = ["add_subcommand", "run", "steps_arg", "StepsAction"]
 
@@ -76,6 +77,9 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     add_method_flags(p, steps_type=steps_arg, steps_action=StepsAction,
                      steps_help="N: optimization steps (as in atlas); A:B[:C]: the training steps to keep "
                      "(range, end exclusive); give both with two --steps")
+    p.add_argument("--dry-run", action="store_true", help="print what a sweep of the checkpoints there now would "
+                   "cost (neuron-atlas plan) and write nothing")
+    add_dry_run_flags(p)
     return p
 
 
@@ -121,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     from .follow import watch
     from .sweep import Sweep
 
+    if args.dry_run:
+        from .. import plan_cmd
+
+        return plan_cmd.run(args, snapshots=True)
     spec = spec_from_args(args)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     sweep = Sweep(spec, log=log)

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ..argtypes import add_execution_flags, add_model_flags, add_selection_flags, preprocessing_kwargs
+from ..plan_cmd import add_dry_run_flags
 
 __all__ = ["add_subcommand", "run", "IMAGES_HELP"]
 
@@ -30,6 +31,8 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g = add_execution_flags(p)
     g.add_argument("--shard-size", type=int, default=256, help="images per shard (the unit of work and of resume)")
     g.add_argument("--batch-size", type=int, help="images per forward pass (default 8 on CPU, 128 on GPU)")
+    p.add_argument("--dry-run", action="store_true", help="print what the run would cost and write nothing")
+    add_dry_run_flags(p)
     return p
 
 
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
                     actors=args.actors, gpus_per_actor=args.gpus_per_actor, address=args.address,
                     storage_retry_s=args.storage_retry_s)
     p = plan_topk(spec)
+    if args.dry_run:
+        from ..plan_cmd import print_estimate, topk_estimate
+
+        return print_estimate(args, lambda **kw: topk_estimate(p, **kw))
     units = sum(len(ch) for _, ch in p.selection)
     print(f"neuron-atlas: top-{spec.k} of {units} units in {len(p.selection)} layers over "
           f"{len(p.images.sources)} images -> {args.out}/topk", file=sys.stderr)
