@@ -97,7 +97,8 @@ def bench_overhead(seeds: int, out: str, options: dict, log) -> dict:
     t0 = time.perf_counter()
     done = synthesize(pool, p.spec, p.spec.store(), p.items, log=lambda m: None)
     wall = time.perf_counter() - t0
-    r = {"items": done.written, "batch": 64, "seconds": round(wall, 1), "ms_per_item": round(1000 * wall / done.written, 3)}
+    r = {"items": done.written, "batch": 64, "seconds": round(wall, 1),
+         "ms_per_item": round(1000 * wall / done.written, 3)}
     log(f"pipeline overhead: {done.written:,} items in {wall:.1f} s = {r['ms_per_item']:.2f} ms per item (batch 64)")
     return r
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "preprocessing_kwargs", "objective_arg", "add_model_flags", "add_preprocessing_flags",
-           "add_generator_flags",
+__all__ = ["key_value", "floats3", "preprocessing_kwargs", "objective_arg", "add_model_flags",
+           "add_preprocessing_flags", "add_generator_flags",
            "add_selection_flags", "add_execution_flags"]
 
 

@@ -16,8 +16,8 @@ from models.errors import UserInputError
 from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg,
                        preprocessing_kwargs)
 
-__all__ = ["add_subcommand", "add_atlas_flags", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator", "DEFAULT_METHOD",
-           "DEFAULT_STYLE"]
+__all__ = ["add_subcommand", "add_atlas_flags", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator",
+           "DEFAULT_METHOD", "DEFAULT_STYLE"]
 
 DEFAULT_METHOD = "image"
 DEFAULT_STYLE = "lucid"

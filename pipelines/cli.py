@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
-        handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "plan": plan_cmd.run, "compact": compact_cmd.run, "stats": _cmd_stats,
+        handler = {"layers": _cmd_layers, "atlas": atlas_cmd.run, "plan": plan_cmd.run, "compact": compact_cmd.run,
+                   "stats": _cmd_stats,
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
                    "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run,
                    "snapshots": snapshots_cmd.run, "report": report_cmd.run,

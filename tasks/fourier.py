@@ -1,11 +1,12 @@
 """The decorrelated Fourier image parameterization of Lucid / Lucent (Olah et al. 2017, "Feature Visualization").
 
-Each item optimizes real-FFT coefficients `spectrum [B, C, H, W//2+1, 2]` (C = the net's channels). Rendering scales them by
-1 / max(f, 1/max(H, W))^decay (so every frequency band moves at about the same rate under gradient ascent,
-instead of high frequencies dominating as they do for pixels), inverts the FFT ('ortho'), divides by Lucid's
-constant 4, mixes the three channels of an RGB image with the square root of ImageNet's colour covariance
-(decorrelated colour; a greyscale image has no colours to decorrelate), and squashes through a sigmoid into (0, 1). Initial coefficients are N(0, sd) from each item's own
-seed, so an item's start does not depend on its batch. `image_to_spectrum` inverts the whole chain (the
+Each item optimizes real-FFT coefficients `spectrum [B, C, H, W//2+1, 2]` (C = the net's channels). Rendering
+scales them by 1 / max(f, 1/max(H, W))^decay (so every frequency band moves at about the same rate under
+gradient ascent, instead of high frequencies dominating as they do for pixels), inverts the FFT ('ortho'),
+divides by Lucid's constant 4, mixes the three channels of an RGB image with the square root of ImageNet's
+colour covariance (decorrelated colour; a greyscale image has no colours to decorrelate), and squashes through
+a sigmoid into (0, 1). Initial coefficients are N(0, sd) from each item's own seed, so an item's start does
+not depend on its batch. `image_to_spectrum` inverts the whole chain (the
 round trip is exact up to float error for images strictly inside (0, 1)).
 
 The spectrum may describe a smaller image than the net takes (`fourier_size`): it is rendered at that size and

@@ -48,7 +48,8 @@ class GreyGenerator(nn.Module):
         super().__init__()
         torch.manual_seed(1)
         self.fc = nn.Linear(8, 16 * 4 * 4)
-        self.up = nn.Sequential(nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.LeakyReLU(0.3), nn.ConvTranspose2d(8, 1, 4, 2, 1))
+        self.up = nn.Sequential(nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.LeakyReLU(0.3),
+                                nn.ConvTranspose2d(8, 1, 4, 2, 1))
 
     def forward(self, code):
         return self.up(torch.relu(self.fc(code)).view(-1, 16, 4, 4))

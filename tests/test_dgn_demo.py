@@ -44,7 +44,8 @@ def test_the_demo_pipeline_at_toy_size(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for f in ("fashion_cnn.pt", "fashion_resnet.pt", "judge.pt"):
         assert (out / "retrained" / "nets" / f).exists()
-    assert (out / "retrained" / "prior" / "generator.pt").exists() and (out / "retrained" / "prior" / "bounds.npy").exists()
+    prior = out / "retrained" / "prior"
+    assert (prior / "generator.pt").exists() and (prior / "bounds.npy").exists()
     units = ds.dataset(str(out / "atlas" / "units"), format="parquet", partitioning="hive").to_table().to_pylist()
     dgn = {(u["model"], u["layer"], u["unit"], u["seed"]) for u in units if u["method"] == "dgn"}
     assert {("fashion_cnn", "classifier.6", c, s) for c in range(10) for s in range(4)} <= dgn
