@@ -84,6 +84,7 @@ class FlakyProxy:
         self.refused = 0
         self.live: set[socket.socket] = set()
         self._stop = False
+        self._lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -107,12 +108,13 @@ class FlakyProxy:
             except OSError:
                 client.close()
                 continue
-            self.live.update((client, upstream))
+            with self._lock:
+                self.live.update((client, upstream))
+            pair = {"open": 2}
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, pair), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, pair: dict) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
@@ -124,18 +126,27 @@ class FlakyProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            with self._lock:
+                pair["open"] -= 1
+                last = pair["open"] == 0
+                if last:  # both directions are done: release the descriptors (a long test proxies thousands)
+                    self.live.difference_update((src, dst))
+            if last:
+                src.close()
+                dst.close()
 
     def outage(self, seconds: float | None = None, hang: bool = False) -> None:
         """Drop every connection (or with `hang`, hold new ones unanswered) for `seconds` (in a background
         thread), or until `restore()` when None."""
         self.hang, self.blocked_at = hang, None
         self.down = True
-        for s in list(self.live):  # open keep-alive connections break too, as in a restart
+        with self._lock:
+            live, self.live = list(self.live), set()
+        for s in live:  # open keep-alive connections break too, as in a restart
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self.live.clear()
         if seconds is not None:
             timer = threading.Timer(seconds, self.restore)
             timer.daemon = True

@@ -4,7 +4,8 @@ One atlas run on the moto S3 server is killed with SIGKILL at 10 seeded random m
 A moment is measured in progress, not seconds, so the kills land mid-run on a quiet machine as on a loaded
 one: each attempt is killed a seeded random 0-0.2 s after it has written a seeded random 1-8 new PNGs. The bucket is versioned, so every PUT leaves a version: at the end every key exists exactly once, no
 PNG or Parquet object of an item finished before a kill (its units row existed) got a new version after it,
-and the manifest says the run finished. A second run has the S3 server SIGKILLed and restarted mid-run (its
+and the manifest says the run finished (the finished run then compacts its partitions: a Parquet part it
+removes must be named as a source by a compact file beside it). A second run has the S3 server SIGKILLed and restarted mid-run (its
 request log replayed, as a durable store would come back with its data) and finishes with nothing lost.
 """
 
@@ -37,6 +38,28 @@ def latest_versions(s3, bucket: str) -> dict[str, tuple[str, int]]:
                 latest, n = out.get(v["Key"], ("", 0))
                 out[v["Key"]] = (v["VersionId"] if v["IsLatest"] else latest, n + 1)
     return out
+
+
+def merged_sources(s3, bucket: str) -> set[str]:
+    """Keys of the Parquet parts that the compact files in the bucket record as merged."""
+    import pyarrow.parquet as pq
+
+    s3.fs.invalidate_cache()
+    out = set()
+    for path in s3.fs.find(bucket):
+        if path.rsplit("/", 1)[-1].startswith("compact-"):
+            with s3.fs.open(path, "rb") as f:
+                names = json.loads(pq.read_metadata(f).metadata[b"neuron-atlas.sources"])
+            folder = path[len(bucket) + 1:].rsplit("/", 1)[0]
+            out |= {f"{folder}/{name}" for name in names}
+    return out
+
+
+def assert_kept_or_merged(s3, bucket: str, keys) -> None:
+    """Every key is still an object, or a Parquet part that a compact file merged."""
+    gone = set(keys) - object_keys(s3, bucket)
+    assert gone <= merged_sources(s3, bucket), sorted(gone - merged_sources(s3, bucket))[:5]
+    assert all(k.endswith(".parquet") for k in gone)
 
 
 def object_keys(s3, bucket: str) -> set[str]:
@@ -104,8 +127,10 @@ def test_ten_sigkills_at_random_moments_then_every_key_once_and_nothing_finished
 
     assert_each_key_once_with_png(s3, f"{bucket}/run", ITEMS)
     final = latest_versions(s3, bucket)
-    rewritten = sorted(k for k, v in frozen.items() if final[k][0] != v)
+    live = object_keys(s3, bucket)
+    rewritten = sorted(k for k, v in frozen.items() if k in live and final[k][0] != v)
     assert not rewritten, rewritten[:5]
+    assert_kept_or_merged(s3, bucket, frozen)
     assert 0 < kills[-1][2] < ITEMS, kills  # the kills interrupted a run that still had work left
     manifest = json.loads(s3.fs.cat_file(f"{bucket}/run/manifest.json"))
     run = manifest["runs"][manifest["latest_run"]]
@@ -134,7 +159,8 @@ def test_s3_server_restart_mid_run_loses_nothing(s3_durable, tmp_path):
     downtime = time.monotonic() - t0
     assert proc.wait(600) == 0, log.read_text()[-2000:]
     rows = assert_each_key_once_with_png(s3, f"{bucket}/run", ITEMS)
-    assert len(written) > 3 and written <= object_keys(s3, bucket)  # what was there before the restart stayed
+    assert len(written) > 3
+    assert_kept_or_merged(s3, bucket, written)  # what was there before the restart stayed (or was compacted)
     assert {r["snapshot"] for r in rows} == {next(iter(rows))["snapshot"]}
     manifest = json.loads(s3.fs.cat_file(f"{bucket}/run/manifest.json"))
     assert manifest["runs"][manifest["latest_run"]]["status"] == "finished"
