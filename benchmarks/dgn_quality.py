@@ -48,6 +48,7 @@ from pipelines.fashion.train_nets import load_split
 from pipelines.sheet import contact_sheet
 from pipelines.spec import read_bounds
 from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
+from tasks.classifier_train import predict_proba
 from tasks.dgn import DGNConfig, dgn_parameterization
 from tasks.image_am import STYLES, ImageAMConfig
 from tasks.loop import optimize
@@ -115,7 +116,7 @@ def _judge(path: str):
     net.load_state_dict(read_weights(path).state_dict)
     net.eval().requires_grad_(False)
     normalize = FASHION.module()
-    return lambda x: torch.cat([net(normalize(x[i:i + 2048])).softmax(1) for i in range(0, len(x), 2048)])
+    return lambda x: predict_proba(net, x, normalize, batch=2048)
 
 
 def measure(seeds: int = 8, log=print, only: tuple[str, ...] = ROWS, nets_dir: str = str(NETS),

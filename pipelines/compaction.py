@@ -30,7 +30,7 @@ import json
 import posixpath
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import pyarrow as pa
@@ -87,7 +87,6 @@ class CompactionSummary:
     removed: int = 0  # source files deleted (this run's and those a killed run left)
     rows: int = 0
     seconds: float = 0.0
-    by_dataset: dict = field(default_factory=dict)
 
     def line(self, out: str) -> str:
         return (f"compacted {out}: {self.files_before:,} files in {self.partitions:,} partitions -> "
@@ -97,11 +96,13 @@ class CompactionSummary:
 
 def _folders(store: Store, datasets: Iterable[str], only: set[str] | None) -> tuple[dict[str, list[str]],
                                                                                  dict[str, int]]:
-    """(partition folder -> its Parquet files, file -> size), for every dataset (only the folders in `only`)."""
+    """(partition folder -> its Parquet files, file -> size), for every dataset, or for the folders in `only`
+    (listed one by one: a finished run's few partitions, not the whole output)."""
     out: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
-    for dataset in datasets:
-        for rel, size in store.find_sizes(dataset, ".parquet").items():
+    roots = sorted(only) if only is not None else list(datasets)
+    for root in roots:
+        for rel, size in store.find_sizes(root, ".parquet").items():
             folder = posixpath.dirname(rel)
             if only is None or folder in only:
                 out.setdefault(folder, []).append(rel)
@@ -132,10 +133,7 @@ def compact(store: Store, datasets: Iterable[str] = COMPACTED_DATASETS, *, folde
                 summary.merged += 1
                 list(pool.map(store.remove, small))  # only once the compact file holds every row
                 summary.removed += len(small)
-                live = [rel for rel in live if rel not in small] + ["merged"]
-            summary.files_after += len(live)
-            dataset = folder.split("/", 1)[0]
-            summary.by_dataset[dataset] = summary.by_dataset.get(dataset, 0) + 1
+            summary.files_after += len(live) - len(small) + 1 if len(small) > 1 else len(live)
             if log is not None and time.monotonic() - last > 10:
                 last = time.monotonic()
                 log(f"compacting: {i + 1:,}/{len(found):,} partitions")

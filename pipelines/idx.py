@@ -25,15 +25,15 @@ import fsspec
 import numpy as np
 
 from models.errors import UserInputError
+from models.fashion import FASHION_CLASSES as FASHION_MNIST_NAMES
 
 __all__ = ["parse_idx", "idx_split", "idx_image", "is_idx_images", "FASHION_MNIST_NAMES", "IdxSplit"]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                       "Ankle boot")
 _INSTALL = "install it with 'apt-get install dataset-fashion-mnist' (make dgn-demo does)"
 _IMAGES = re.compile(r"^(?P<split>.+)-images-idx3-ubyte(?P<gz>\.gz)?$")
 _SPLITS = {"train": "train", "test": "t10k", "t10k": "t10k"}
+_REINSTALL = "write the file again (Fashion-MNIST's: 'apt-get install --reinstall dataset-fashion-mnist')"
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -44,23 +44,19 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
         try:
             data = gzip.decompress(data)
         except (EOFError, OSError, zlib.error) as e:
-            raise UserInputError(f"{name} is truncated or corrupt ({e}); {_reinstall(name)}") from e
+            raise UserInputError(f"{name} is truncated or corrupt ({e}); {_REINSTALL}") from e
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _DTYPES:
-        raise UserInputError(f"{name} is not an IDX file (bad magic number); {_reinstall(name)}")
+        raise UserInputError(f"{name} is not an IDX file (bad magic number); {_REINSTALL}")
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise UserInputError(f"{name} is truncated (header cut short); {_reinstall(name)}")
+        raise UserInputError(f"{name} is truncated (header cut short); {_REINSTALL}")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
     need = header + int(np.prod(dims)) * dtype.itemsize
     if len(data) < need:
-        raise UserInputError(f"{name} is truncated ({len(data)} of {need} bytes); {_reinstall(name)}")
+        raise UserInputError(f"{name} is truncated ({len(data)} of {need} bytes); {_REINSTALL}")
     return np.frombuffer(data, dtype, count=int(np.prod(dims)), offset=header).reshape(dims)
-
-
-def _reinstall(_name: str) -> str:
-    return "write the file again (Fashion-MNIST's: 'apt-get install --reinstall dataset-fashion-mnist')"
 
 
 class IdxSplit:
@@ -96,23 +92,23 @@ def idx_split(uri: str) -> IdxSplit | None:
         if split not in _SPLITS:
             raise UserInputError(f"--images {uri!r}: use fashion-mnist:train or fashion-mnist:test")
         root = os.environ.get("FASHION_MNIST_DIR", FASHION_MNIST_DIR)
-        return _split_in(root, _SPLITS[split], uri, fashion=True, required=True)
+        return _split_in(root, _SPLITS[split], uri, fashion=True)
     if "://" in uri and not uri.startswith("file://"):
         return None  # remote IDX files are not supported; the caller lists images there as usual
     path = uri.removeprefix("file://")
     if os.path.isfile(path) and is_idx_images(path):
         m = _IMAGES.match(os.path.basename(path))
-        return _split_in(os.path.dirname(path), m["split"], uri, fashion="fashion" in path, required=True)
+        return _split_in(os.path.dirname(path), m["split"], uri, fashion="fashion" in path)
     if os.path.isdir(path):
         splits = sorted({m["split"] for f in os.listdir(path) if (m := _IMAGES.match(f))})
         if not splits:
             return None
         split = "train" if "train" in splits else splits[0]
-        return _split_in(path, split, uri, fashion="fashion" in path, required=True)
+        return _split_in(path, split, uri, fashion="fashion" in path)
     return None
 
 
-def _split_in(root: str, split: str, uri: str, fashion: bool, required: bool) -> IdxSplit:
+def _split_in(root: str, split: str, uri: str, fashion: bool) -> IdxSplit:
     def find(kind: str) -> str | None:
         for suffix in (".gz", ""):
             p = os.path.join(root, f"{split}-{kind}-ubyte{suffix}")
@@ -127,7 +123,7 @@ def _split_in(root: str, split: str, uri: str, fashion: bool, required: bool) ->
     n = split_.count()
     if split_.labels_file is not None and len(_load(split_.labels_file)) != n:
         raise UserInputError(f"{split_.labels_file} holds {len(_load(split_.labels_file))} labels for {n} images "
-                             f"in {images}; {_reinstall(images)}")
+                             f"in {images}; {_REINSTALL}")
     return split_
 
 
@@ -137,7 +133,7 @@ def _load(path: str) -> np.ndarray:
         with fsspec.open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise UserInputError(f"cannot read {path}: {e}; {_reinstall(path)}") from e
+        raise UserInputError(f"cannot read {path}: {e}; {_REINSTALL}") from e
     arr = parse_idx(data, path)
     if arr.ndim not in (1, 3):
         raise UserInputError(f"{path} holds a {arr.ndim}-d array; IDX image files hold [N, H, W], labels [N]")

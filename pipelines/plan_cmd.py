@@ -99,17 +99,20 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
 
     from tasks.actor import Batch, SynthesisActor, pick_device
 
+    from .runner import atlas_batch_size
     from .sink import write_batch
 
     device = pick_device()
-    batch_size = p.spec.batch_size or (64 if device.type == "cuda" else 8)
-    by_layer: dict[str, list] = {}
+    batch_size = atlas_batch_size(p.spec.batch_size, device.type == "cuda")
+    items_of: dict[str, int] = {}
+    todo_of: dict[str, list] = {}
     for key, item in p.items:
-        by_layer.setdefault(key.layer, []).append((key, item))
-    layers = []
-    for layer, items in by_layer.items():
-        todo = [kv for kv in items if kv[0].as_tuple() not in done]
-        layers.append(LayerPlan(layer, len(items), len(items) - len(todo), math.ceil(len(todo) / batch_size)))
+        items_of[key.layer] = items_of.get(key.layer, 0) + 1
+        todo = todo_of.setdefault(key.layer, [])
+        if key.as_tuple() not in done:
+            todo.append((key, item))
+    layers = [LayerPlan(layer, n, n - len(todo_of[layer]), math.ceil(len(todo_of[layer]) / batch_size))
+              for layer, n in items_of.items()]
     est = Estimate(layers, p.spec.steps, batch_size, str(device), startup_s=startup_s, actors=actors)
     if not calibrate:
         return est
@@ -118,7 +121,7 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
     for lp in layers:
         if not lp.todo:
             continue
-        todo = [kv for kv in by_layer[lp.layer] if kv[0].as_tuple() not in done]
+        todo = todo_of[lp.layer]
         batch = [kv for kv in todo if kv[0].partition() == todo[0][0].partition()][:batch_size]  # one snapshot
         work = Batch(tuple(w for _, w in batch), p.spec.config, 2, p.spec.objective)
         actor.run(work)  # warm-up: first-call allocations and kernel choices
@@ -132,7 +135,7 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
         lp.bytes_per_item = counter.bytes / len(batch)
         log(f"calibrated {lp.layer}: {lp.seconds_per_batch_step * 1000:.1f} ms per step of a batch of {len(batch)}")
     est.calibration_s = time.perf_counter() - t0
-    if len(by_layer) and any(lp.batches and lp.todo % batch_size and lp.todo > batch_size for lp in layers):
+    if any(lp.todo > batch_size and lp.todo % batch_size for lp in layers):  # a lone partial batch was timed as is
         est.notes.append("a layer's last batch is partly full and is counted as a full one")
     return est
 
@@ -148,10 +151,9 @@ def _human_bytes(n: float | None) -> str:
 
 
 def _human_s(s: float | None) -> str:
-    if s is None:
-        return "–"
-    s = round(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    from .progress import format_seconds
+
+    return "–" if s is None else format_seconds(round(s))
 
 
 def text(est: Estimate) -> str:
@@ -205,10 +207,10 @@ def topk_estimate(tp, *, calibrate: bool = True, startup_s: float = 15.0,
     store = spec.store()
     shards = make_shards(tp.images, spec.shard_size)
     finished = set(store.find(f"topk/shards/{tp.run_id}", ".parquet"))
-    done = sum(len(s.sources) for s in shards if f"topk/shards/{tp.run_id}/{s.name}.parquet" in finished)
+    left = [s for s in shards if f"topk/shards/{tp.run_id}/{s.name}.parquet" not in finished]
     units = sum(len(ch) for _, ch in tp.selection)
-    row = LayerPlan(f"{len(tp.selection)} layers, {units:,} units", len(tp.images.sources), done,
-                    sum(1 for s in shards if f"topk/shards/{tp.run_id}/{s.name}.parquet" not in finished))
+    row = LayerPlan(f"{len(tp.selection)} layers, {units:,} units", len(tp.images.sources),
+                    len(tp.images.sources) - sum(len(s.sources) for s in left), len(left))
     est = Estimate([row], 1, spec.batch_size or default_batch_size(False), "cpu", startup_s=startup_s,
                    actors=actors)
     if not calibrate or not row.todo:
@@ -225,8 +227,10 @@ def topk_estimate(tp, *, calibrate: bool = True, startup_s: float = 15.0,
     per_image = (time.perf_counter() - s) / len(sample.sources)
     row.seconds_per_batch_step = per_image * spec.shard_size  # one "batch" = one shard
     first = read_images([tp.images.sources[0].uri], spec.storage_options)[0][0]
-    view = (preprocessing_input(first, tp.target.entry.preprocessing).transpose(1, 2, 0) * 255).astype(np.uint8)
-    crop = len(png_bytes(view)) if first is not None else 0
+    crop = 0
+    if first is not None:  # an unreadable first image: the crops' bytes are not estimated
+        view = preprocessing_input(first, tp.target.entry.preprocessing).transpose(1, 2, 0) * 255
+        crop = len(png_bytes(view.round().astype(np.uint8)))
     row.bytes_per_item = (units * spec.k * (crop + 200)) / max(1, row.items)  # crops and table rows, per image
     est.calibration_s = time.perf_counter() - t0
     log(f"calibrated top-k: {per_image * 1000:.1f} ms per image")

@@ -7,10 +7,10 @@ import time
 
 from tqdm import tqdm
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "format_seconds"]
 
 
-def _fmt_s(s: float) -> str:
+def format_seconds(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
@@ -39,9 +39,9 @@ class Progress:
         elapsed = (now or time.monotonic()) - self.t0
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        eta_s = _fmt_s(eta) if eta == eta else "?"
+        eta_s = format_seconds(eta) if eta == eta else "?"
         return (f"{self.desc}: {self.done}/{self.total} items ({self.done / max(self.total, 1):.0%}), "
-                f"{rate:.2f} items/s, elapsed {_fmt_s(elapsed)}, ETA {eta_s}")
+                f"{rate:.2f} items/s, elapsed {format_seconds(elapsed)}, ETA {eta_s}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -30,7 +30,8 @@ from .sink import done_keys, write_batch
 from .spec import AtlasSpec, Plan
 
 __all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
-           "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining"]
+           "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining", "atlas_batch_size",
+           "compact_partitions"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # outputs and environments: never shipped to a cluster
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs",
@@ -139,7 +140,12 @@ def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
     threads = None if on_gpu else resources["num_cpus"]
     actor_cls = ray.remote(actor_class).options(**resources, **ACTOR_OPTIONS)
     actors = [actor_cls.remote(net or spec.net, threads=threads, code_upper=code_upper) for _ in range(n_actors)]
-    return ActorPool(actors, spec.batch_size or (64 if on_gpu else 8))
+    return ActorPool(actors, atlas_batch_size(spec.batch_size, on_gpu))
+
+
+def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
+    """Items per batch: --batch-size, else 64 on a GPU and 8 on a CPU."""
+    return requested or (64 if on_gpu else 8)
 
 
 def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,

@@ -27,8 +27,7 @@ from models.retry import with_retries
 from .storage import Store
 
 __all__ = ["write_batch", "done_keys", "png_bytes", "pil_image", "parquet_bytes", "read_units", "read_dataset",
-           "PARTITIONING",
-           "UNITS_SCHEMA"]
+           "PARTITIONING", "UNITS_SCHEMA"]
 
 PARTITION_FIELDS = [("model", pa.string()), ("snapshot", pa.string()), ("layer", pa.string())]
 PARTITIONING = ds.partitioning(pa.schema(PARTITION_FIELDS), flavor="hive")

@@ -71,23 +71,12 @@ class Store:
                             missing_ok=True)
 
     def find(self, rel: str, suffix: str = "") -> list[str]:
-        """Relative paths of all files under `rel` ending with `suffix` (temporary files excluded)."""
-        base = self.path(rel)
-
-        def listing() -> list[str]:
-            self.fs.invalidate_cache()
-            try:
-                return self.fs.find(base)
-            except FileNotFoundError:
-                return []
-
-        prefix = self.root + "/"
-        return sorted(p[len(prefix):] if p.startswith(prefix) else p
-                      for p in with_retries(listing, self._uri(rel), self.retry)
-                      if p.endswith(suffix) and TMP_MARK not in p)
+        """Relative paths of all files under `rel` ending with `suffix` (temporary files excluded), sorted."""
+        return list(self.find_sizes(rel, suffix))
 
     def find_sizes(self, rel: str, suffix: str = "") -> dict[str, int]:
-        """{relative path: size in bytes} of the files `find` would list (one listing, no request per file)."""
+        """{relative path: size in bytes} of the files `find` lists, in path order (one listing, no request per
+        file)."""
         base = self.path(rel)
 
         def listing() -> dict:
@@ -99,8 +88,8 @@ class Store:
 
         prefix = self.root + "/"
         found = with_retries(listing, self._uri(rel), self.retry)
-        return {(p[len(prefix):] if p.startswith(prefix) else p): int(info.get("size") or 0)
-                for p, info in sorted(found.items()) if p.endswith(suffix) and TMP_MARK not in p}
+        return dict(sorted((p[len(prefix):] if p.startswith(prefix) else p, int(info.get("size") or 0))
+                           for p, info in found.items() if p.endswith(suffix) and TMP_MARK not in p))
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files a killed writer left behind (local roots only); returns how many."""
