@@ -18,8 +18,11 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
   9. DGN-AM on Fashion-MNIST (benchmarks/dgn_quality.py): the judge, realism, sharpness, diversity and copying
      measures of DGN-AM on both Fashion nets, its ablations and image AM against real photos, unless
      --skip-dgn;
-  10. the pipeline at a million items (benchmarks/scale_bench.py), unless --skip-scale.
-Writes a Markdown report and a JSON file with every figure. It is a command and a report, not a test.
+  10. the pipeline at a million items (benchmarks/scale_bench.py), unless --skip-scale;
+  11. the optimization step itself (benchmarks/step_bench.py): subnormal flushing, coarse views, torch.compile.
+Writes a Markdown report and a JSON file with every figure. A section left out with --skip-* keeps the figures
+of the previous JSON file, marked in the report as carried over from an earlier run. It is a command and a
+report, not a test. `--device cuda` on a machine without CUDA stops at once with one line.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.capture import Capture
 from models.units import Unit
+from pipelines.runner import atlas_batch_size
 from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
 from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
@@ -46,6 +50,7 @@ from .lucent_peer import lucent_available, plain_model, time_lucent
 from .quality import measure_quality, quality_report
 from .report_bench import measure_report, report_lines
 from .snapshots_bench import measure_snapshots, snapshots_report
+from .step_bench import measure_step, step_report
 from .topk_bench import measure_topk, topk_report
 from .video_bench import measure_video, video_report
 
@@ -168,7 +173,8 @@ def ray_overhead(items: int, steps: int, log) -> dict:
         ("features.3", "0:8"), ("features.10", "0:8"), ("classifier.1", "0:4"))
     with tempfile.TemporaryDirectory() as out:
         spec = AtlasSpec(net=NetSpec("mobilenet_v2"), config=ImageAMConfig.from_preset("lowfreq"),
-                         layers=tuple(layer for layer, _ in sel), layer_units=sel, seeds=2, steps=steps, out=out)
+                         layers=tuple(layer for layer, _ in sel), layer_units=sel, seeds=2, steps=steps, out=out,
+                         address="local-ray")
         s = run_atlas(plan(spec), log=lambda m: None)
     row = {"items": s.done, "steps": steps, "wall_s": s.wall_s, "synth_s": s.synth_s,
            "synth_fraction": s.synth_fraction, "overhead_fraction": 1 - s.synth_fraction}
@@ -197,11 +203,16 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-scale", action="store_true", help="skip the million-item benchmark (make bench-scale)")
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
+    ap.add_argument("--skip-step", action="store_true", help="skip the step section (torch.compile and friends)")
     args = ap.parse_args(argv)
     q = args.quick
-    per_layer, steps, batch = (4, 5, 4) if q else (8, 20, 8)
     log = lambda m: print(m, flush=True)  # noqa: E731
+    if (args.device or "").startswith("cuda") and not torch.cuda.is_available():
+        print("benchmarks: --device cuda but this machine has no CUDA device; nothing was measured (run it where "
+              "`python -c 'import torch; print(torch.cuda.is_available())'` prints True)", flush=True)
+        return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    per_layer, steps, batch = (4, 5, 4) if q else (8, 20, atlas_batch_size(None, device.type == "cuda"))
     results: dict = {"machine": machine(), "quick": q, "device": str(device)}
     peak = matmul_flops(device)
     results["matmul_flops"] = peak
@@ -265,6 +276,8 @@ def main(argv=None) -> int:
         from .scale_bench import measure_scale
 
         results["scale"] = measure_scale(args.quick, log=log)
+    if not args.skip_step:
+        results["step"] = measure_step(str(device), log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -274,11 +287,28 @@ def _topk(args, results: dict, log) -> None:
         results["topk"] = measure_topk(32 if args.quick else 128, log)
 
 
+SCALE_JSON = "benchmarks/scale.json"
+SECTIONS = ("quality", "topk", "report", "snapshots", "video", "dgn_fashion", "scale", "step", "ray")
+
+
 def _finish(args, results: dict, log, quality: bool) -> int:
-    """Optionally the quality comparison, then peak memory and the two report files."""
+    """Optionally the quality comparison, then peak memory and the two report files; a section this run did not
+    measure keeps the previous JSON file's figures (listed under `carried_over`)."""
     if quality:
         with tempfile.TemporaryDirectory() as work:
             results["quality"] = measure_quality(work, args.sheet, log)
+    try:
+        with open(args.json) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        previous = {}
+    if "scale" not in previous and os.path.exists(SCALE_JSON):  # make bench-scale writes its own file
+        with open(SCALE_JSON) as f:
+            previous["scale"] = json.load(f)
+    for key in SECTIONS:
+        if key not in results and key in previous:
+            results[key] = previous[key]
+            results.setdefault("carried_over", []).append(key)
     device = torch.device(results["device"])
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
@@ -294,11 +324,14 @@ def _finish(args, results: dict, log, quality: bool) -> int:
 
 def report(r: dict) -> str:
     m = r["machine"]
+    carried = r.get("carried_over", [])
     lines = ["# Benchmarks", "",
              f"Measured by `python -m benchmarks.run{' --quick' if r['quick'] else ''}` (`make bench`) in one run on "
              f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), device "
              f"`{r['device']}`{', ' + m['gpu'] if 'gpu' in m else ''}. Dense fp32 matmul in the same run: "
-             f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s.", "",
+             f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s."
+             + (f" Sections carried over from an earlier run (left out of this one with --skip-*): "
+                f"{', '.join(carried)}." if carried else ""), "",
              "| workload | items | steps | batched items/s | one-at-a-time items/s | batched speed-up | "
              "GFLOP per item-step | achieved GFLOP/s | of matmul |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -358,6 +391,8 @@ def report(r: dict) -> str:
         from .scale_bench import scale_report
 
         lines += scale_report(r["scale"])
+    if "step" in r:
+        lines += step_report(r["step"])
     if "dgn_fashion" in r:
         from .dgn_quality import table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "preprocessing_kwargs", "objective_arg", "add_model_flags",
+__all__ = ["key_value", "floats3", "preprocessing_kwargs", "objective_arg", "coarse_arg", "add_model_flags",
            "add_preprocessing_flags", "add_generator_flags",
            "add_selection_flags", "add_execution_flags"]
 
@@ -33,6 +33,17 @@ def preprocessing_kwargs(args: argparse.Namespace) -> dict:
     """The preprocessing flags as keyword arguments of `resolve_model` and `NetSpec`."""
     return {"input_size": args.input_size, "mean": args.mean, "std": args.std, "bgr": args.bgr,
             "channels": getattr(args, "channels", None)}
+
+
+def coarse_arg(text: str) -> tuple[float, float] | bool:
+    """--coarse SCALE[:FRACTION] -> (scale, fraction of the steps, default 0.5); 'none' -> False."""
+    if text.strip().lower() == "none":
+        return False
+    scale, _, until = text.partition(":")
+    try:
+        return float(scale), float(until) if until else 0.5
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SCALE[:FRACTION] (e.g. 0.7:0.5) or none") from None
 
 
 def objective_arg(text: str) -> tuple[str, int | None, int | None, float]:
@@ -93,7 +104,9 @@ def add_generator_flags(g) -> None:
 def add_execution_flags(p: argparse.ArgumentParser):
     g = p.add_argument_group("execution")
     g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
-    g.add_argument("--address", default="local", help="'local', 'auto' or a ray:// address")
+    g.add_argument("--address", default="local",
+                   help="'local' (this machine: one actor runs in this process without Ray, more start a local "
+                        "Ray instance), 'inline', 'local-ray', 'auto' or a ray:// address")
     g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
     g.add_argument("--gpus-per-actor", type=float, default=1.0)
     g.add_argument("--storage-retry-s", type=float, default=120.0,

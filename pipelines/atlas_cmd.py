@@ -12,9 +12,10 @@ import argparse
 import sys
 
 from models.errors import UserInputError
+from tasks.image_am import STYLE_HELP
 
-from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, objective_arg,
-                       preprocessing_kwargs)
+from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, coarse_arg,
+                       objective_arg, preprocessing_kwargs)
 
 __all__ = ["add_subcommand", "add_atlas_flags", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator",
            "DEFAULT_METHOD", "DEFAULT_STYLE"]
@@ -67,8 +68,9 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
     g.add_argument("--direction", choices=["max", "min"], default="max",
                    help="min: least-preferred inputs (the reported activations are the unit's own)")
     g = p.add_argument_group("image-space AM")
-    g.add_argument("--style", help=f"lucid (default: fourier + standard transforms + Adam) or yosinski (pixel "
-                   "+ lowfreq preset + normalized ascent); the flags below override parts of it")
+    g.add_argument("--style", help="; ".join(f"{name}{' (default)' if name == DEFAULT_STYLE else ''}: {what}"
+                                            for name, what in STYLE_HELP.items())
+                   + ". The flags below override parts of it")
     g.add_argument("--param", help="pixel (Yosinski's regularized pixels) or fourier (Lucid's decorrelated "
                    "frequency space)")
     g.add_argument("--preset", help="pixel regularizer preset: sparse, highfreq, lowfreq (the paper's best), "
@@ -79,13 +81,16 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
     g.add_argument("--optimizer", help="ascent (normalized gradient ascent) or adam")
     g.add_argument("--fourier-size", type=int, help="render the fourier image at this many pixels and upsample "
                    "it to the net's input (Lucent's default: 128 for a 224 px net)")
+    g.add_argument("--coarse", type=coarse_arg, metavar="SCALE[:FRACTION]|none",
+                   help="progressive resolution: views at SCALE of the net's input size for the first FRACTION "
+                        "of the steps (default 0.5), for objectives without a position (lucid style: 0.7:0.5)")
     g = p.add_argument_group("DGN-AM")
     add_generator_flags(g)
     g.add_argument("--l2", choices=["decay", "paper"], default="decay",
                    help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
     g.add_argument("--l2-lambda", type=float, default=0.005)
     g = add_execution_flags(p)
-    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 8 on CPU)")
+    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 4 on CPU)")
 
 
 def tuned(generator: str) -> dict:
@@ -109,7 +114,8 @@ def _image_config(args):
 
     style = args.style or ("yosinski" if args.param == "pixel" or args.preset else DEFAULT_STYLE)
     config = ImageAMConfig.build(style, param=args.param, preset=args.preset, transforms=args.transforms,
-                                 optimizer=args.optimizer, fourier_size=args.fourier_size, lr=args.lr,
+                                 optimizer=args.optimizer, fourier_size=args.fourier_size,
+                                 coarse=getattr(args, "coarse", None), lr=args.lr,
                                  lr_end=args.lr_end,
                                  normalize=args.normalize_grad)
     return config, STYLES[style]["steps"]
@@ -118,7 +124,7 @@ def _image_config(args):
 def _dgn_config(args):
     from tasks.dgn import DGNConfig
 
-    for flag in ("style", "param", "preset", "optimizer", "fourier_size"):
+    for flag in ("style", "param", "preset", "optimizer", "fourier_size", "coarse"):
         if getattr(args, flag) is not None:
             raise UserInputError(f"--{flag.replace('_', '-')} is for --method image; DGN-AM takes --transforms, "
                                  "--lr, --lr-end and the generator flags")

@@ -17,6 +17,7 @@ weights than the driver planned with, a model file only the driver can read).
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import ray
@@ -24,15 +25,45 @@ from ray.exceptions import RayError, RayTaskError
 
 from models.errors import StorageError, UserInputError
 
-__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH"]
+__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline"]
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 QUEUE_DEPTH = 2  # jobs queued per actor
 
 
+class Inline:
+    """An actor that lives in this process, with a Ray actor handle's calling convention: `handle.m.remote(*a)`
+    runs `m` at once and returns its value wrapped as a finished call. `dispatch` over Inline actors runs the
+    jobs one after another, without Ray; an exception in a job is raised where it happened."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __getattr__(self, name: str) -> "_InlineMethod":
+        return _InlineMethod(getattr(self.obj, name))
+
+
+@dataclass(frozen=True)
+class _Finished:
+    value: Any
+
+
+@dataclass(frozen=True)
+class _InlineMethod:
+    method: Callable
+
+    def remote(self, *args, **kwargs) -> _Finished:
+        return _Finished(self.method(*args, **kwargs))
+
+
 def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, Any], Any],
              on_result: Callable[[Any, Any], None], log: Callable[[str], None] = print) -> None:
-    """Run every job on some actor: `submit(actor, job)` returns an ObjectRef; `on_result(job, value)`."""
+    """Run every job on some actor: `submit(actor, job)` returns an ObjectRef; `on_result(job, value)`.
+    Over Inline actors, each job runs in this process as it is submitted."""
+    if actors and all(isinstance(a, Inline) for a in actors):
+        for job in jobs:
+            on_result(job, submit(actors[0], job).value)
+        return
     queue = deque(jobs)
     inflight: dict = {}  # ObjectRef -> (actor index, job)
     probes: dict = {}  # ObjectRef -> actor index, for actors being restarted

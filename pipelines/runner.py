@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import ray
+import torch
 
 from models.errors import UserInputError
 from tasks.actor import Batch, BatchResult, NetSpec, SynthesisActor, WorkItem
 
-from .dispatch import ACTOR_OPTIONS, dispatch
+from .dispatch import ACTOR_OPTIONS, Inline, dispatch
 from .keys import ItemKey
 from .manifest import run_record, utc_now, write_manifest
 from .progress import Progress
@@ -31,7 +32,7 @@ from .spec import AtlasSpec, Plan
 
 __all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
            "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining", "atlas_batch_size",
-           "compact_partitions"]
+           "compact_partitions", "runs_inline"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # outputs and environments: never shipped to a cluster
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs",
@@ -75,13 +76,23 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def runs_inline(address: str, actors: int | None) -> bool:
+    """Whether a run's one actor lives in the driver's process, without Ray: `--address inline`, or `local` (the
+    default) when the run would start one actor anyway (`--actors` unset or 1, at most one GPU). A local Ray
+    instance costs several seconds to start and stop and adds nothing for one actor on one machine (a dead
+    worker there is a dead machine); `local-ray` starts one regardless."""
+    if address == "inline":
+        return True
+    return address in ("", "local", None) and (actors or 1) == 1 and torch.cuda.device_count() <= 1
+
+
 def init_ray(address: str) -> None:
-    """`local`: a Ray instance on this machine. Otherwise join `address` (auto, host:port, ray://...)
+    """`local` or `local-ray`: a Ray instance on this machine. Otherwise join `address` (auto, host:port, ray://...)
     and ship this repository as the job's working_dir, so workers run the driver's code."""
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
-    if address in ("", "local", None):
+    if address in ("", "local", "local-ray", None):
         _loopback_only()
         # address="local": a new instance always. Without it Ray joins whatever RAY_ADDRESS or
         # /tmp/ray/ray_current_cluster names, and a cluster that died without cleaning up makes it hang.
@@ -133,7 +144,11 @@ class Synthesized:
 def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
                  actor_class: type = SynthesisActor) -> ActorPool:
     """Join or start Ray (`spec.address`) and start the actors (`actor_class`, a SynthesisActor), each holding
-    `net` (default `spec.net`)."""
+    `net` (default `spec.net`); one Inline actor in this process when `runs_inline`."""
+    if runs_inline(spec.address, spec.actors):
+        on_gpu = torch.cuda.is_available()
+        actor = actor_class(net or spec.net, code_upper=code_upper)
+        return ActorPool([Inline(actor)], atlas_batch_size(spec.batch_size, on_gpu))
     init_ray(spec.address)
     n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
     on_gpu = "num_gpus" in resources
@@ -144,8 +159,10 @@ def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
 
 
 def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
-    """Items per batch: --batch-size, else 64 on a GPU and 8 on a CPU."""
-    return requested or (64 if on_gpu else 8)
+    """Items per batch: --batch-size, else 64 on a GPU and 4 on a CPU. On a 2-core CPU, batches of 4 were the
+    fastest of 1, 2, 4 and 8 both for plain image AM on mixed layers and for the lucid style on logits (8 spills
+    the activations out of cache; 1 leaves the cores idle in small ops): BENCHMARKS.md, batched vs one at a time."""
+    return requested or (64 if on_gpu else 4)
 
 
 def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,

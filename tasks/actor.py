@@ -129,12 +129,18 @@ class SynthesisActor:
         if threads:
             torch.set_num_threads(threads)
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            # gradients far below a unit's scale (a near-grey start, a saturated sigmoid) are subnormal floats,
+            # which x86 CPUs compute tens of times slower; flushing them to zero changes nothing visible
+            # (tests/test_speed_paths.py) and nothing on a GPU, which flushes in its own kernels
+            torch.set_flush_denormal(True)
         self.spec = spec
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
                                seed=seed, expect_sha256=spec.built_sha256)
         self.weights, self.weight_loads, self._entry, self._seed = spec.weights, 0, entry, seed
         self.preprocessing = entry.preprocessing
+        self._runs_at: dict[tuple[int, int], bool] = {}  # input sizes (coarse views) the target net runs on
         self.generator = None
         self.code_upper = code_upper
         if spec.generator:
@@ -216,12 +222,30 @@ class SynthesisActor:
             return BatchResult([], 0.0, str(self.device), error=str(e))
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
+        views = batch.config.views([w.seed for w in batch.items], self.preprocessing.size,
+                                   batch.steps if self._coarse_allowed(batch) else None)
         with Capture(self.target.net, objective.layers, model_name=self.spec.model) as cap:
             result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule,
-                              views=batch.config.views([w.seed for w in batch.items], self.preprocessing.size))
+                              views=views)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device), load_s)
+
+    def _coarse_allowed(self, batch: Batch) -> bool:
+        """Whether the batch may see smaller views early on (ImageAMConfig.coarse_scale): no item's objective
+        has a position, and the net runs on that size (checked once per size with a forward pass)."""
+        size = getattr(batch.config, "coarse_size", lambda s: None)(self.preprocessing.size)
+        if size is None or any(w.unit.y is not None for w in batch.items):
+            return False
+        if size not in self._runs_at:
+            try:
+                with torch.no_grad():
+                    self.target.net(self.model_input(torch.full((1, self.preprocessing.channels, *size), 0.5,
+                                                                device=self.device)))
+                self._runs_at[size] = True
+            except RuntimeError:  # a head of fixed size: full-size views throughout
+                self._runs_at[size] = False
+        return self._runs_at[size]
 
     @staticmethod
     def _item_results(batch: Batch, r: LoopResult) -> list[ItemResult]:

@@ -48,8 +48,9 @@ class DGNConfig:
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize)
 
-    def views(self, seeds: list[int], size: tuple[int, int] | None = None) -> Views | None:
-        """The per-step robustness views (None without transforms); `size` is unused (renders are net-sized)."""
+    def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None) -> Views | None:
+        """The per-step robustness views (None without transforms); `size` and `steps` are unused (renders are
+        net-sized; DGN-AM has no coarse steps)."""
         return parse_transforms(self.transforms).views(seeds)
 
     def hyperparams(self) -> dict:

@@ -7,10 +7,19 @@ name. `param="fourier"` (Olah et al. 2017, Lucid/Lucent): decorrelated, frequenc
 a sigmoid (tasks/fourier.py); the pixel regularizers do not apply. `transforms` names the random views the
 net sees at each step (tasks/transforms.py), `optimizer` is normalized ascent or Adam (tasks/loop.py).
 
+`coarse_scale` (progressive resolution) shows the net views at that fraction of its input size for the first
+`coarse_until` of the steps (the views resample the render straight to the smaller size), then full-size
+views: the early steps, which lay out the picture's large shapes, cost about half as much. It applies only to
+objectives without a position (logits, fc units, conv channel means: a unit at (y, x) would move on a smaller
+map) and to nets that run on the smaller input (tasks/actor.py checks); the saved picture and its activation
+are always measured at full size.
+
 A `style` bundles a measured combination: `yosinski` (pixel, lowfreq, normalized ascent: the paper's method)
-and `lucid` (fourier rendered at 128 px and upsampled to the net's input + Adam 0.05, as Lucent's default
-`render_vis`, with the `zoom` transforms, which add zooms up to 1.5x to Lucent's standard set; transforms
-and step count chosen by measurement, benchmarks/quality.py).
+and `lucid`: Lucid's decorrelated Fourier image rendered at 128 px and upsampled to the net's input (as
+Lucent's default `render_vis`), the `zoom` transforms (Lucent's standard set with zooms up to 1.5x), Adam
+with its learning rate decaying linearly from 0.1 to 0.01, progressive resolution (views at 0.7 of the input
+size for the first half of the steps), 256 steps: each choice measured against Lucent's default
+(benchmarks/quality.py; the README's Readable pictures table).
 """
 
 from __future__ import annotations
@@ -51,8 +60,12 @@ STYLES: dict[str, dict] = {
     "yosinski": {"param": "pixel", "preset": "lowfreq", "transforms": "none", "optimizer": "ascent",
                  "steps": 200},
     "lucid": {"param": "fourier", "preset": "none", "transforms": "zoom", "optimizer": "adam",
-              "fourier_size": 128, "steps": 512},
+              "fourier_size": 128, "lr": 0.1, "lr_end": 0.01, "coarse_scale": 0.7, "steps": 256},
 }
+STYLE_HELP = {"yosinski": "pixels + the lowfreq preset + normalized ascent, 200 steps (Yosinski et al. 2015)",
+              "lucid": "decorrelated Fourier image at 128 px upsampled to the net's input, zoom transforms "
+                       "(Lucent's standard set with zooms to 1.5x), Adam lr 0.1 -> 0.01, views at 0.7 of the "
+                       "input size for the first half of the steps, 256 steps (Olah et al. 2017, measured)"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,8 @@ class ImageAMConfig:
     decorrelate: bool = True
     style: str | None = None
     fourier_size: int | None = None  # render the spectrum at this size, upsample to the net's (fourier only)
+    coarse_scale: float | None = None  # progressive resolution: views at this fraction of the input size...
+    coarse_until: float = 0.5  # ...for this fraction of the steps
 
     def __post_init__(self):
         if self.param not in PARAMS:
@@ -100,6 +115,9 @@ class ImageAMConfig:
         if self.fourier_size is not None and (self.param != "fourier" or self.fourier_size < 8):
             raise UserInputError(f"--fourier-size {self.fourier_size} needs --param fourier and a size of at "
                                  "least 8 (pixels of the rendered image before upsampling)")
+        if self.coarse_scale is not None and not (0 < self.coarse_scale < 1 and 0 < self.coarse_until <= 1):
+            raise UserInputError(f"--coarse {self.coarse_scale}:{self.coarse_until} needs a scale between 0 and 1 "
+                                 "(of the net's input size) and a fraction of the steps in (0, 1], e.g. 0.7:0.5")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ImageAMConfig":
@@ -112,9 +130,10 @@ class ImageAMConfig:
     @classmethod
     def build(cls, style: str | None = None, *, param: str | None = None, preset: str | None = None,
               transforms: str | None = None, optimizer: str | None = None, fourier_size: int | None = None,
-              **overrides) -> "ImageAMConfig":
+              coarse: tuple[float, float] | bool | None = None, **overrides) -> "ImageAMConfig":
         """A style's settings (default: `yosinski`) under the flags given (None = not given). The step
-        size defaults follow the (param, optimizer) pair; `overrides` (lr, lr_end, normalize) win."""
+        size defaults follow the (param, optimizer) pair, or the style's own where it is the style's pair;
+        `overrides` (lr, lr_end, normalize) win. `coarse`: (scale, fraction of steps), False for none."""
         if style is not None and style not in STYLES:
             raise UserInputError(f"unknown --style {style!r}; use one of {', '.join(STYLES)}")
         base = STYLES[style or "yosinski"]
@@ -125,23 +144,40 @@ class ImageAMConfig:
         if param not in PARAMS or optimizer not in OPTIMIZERS:
             cls(param=param, optimizer=optimizer)  # raises the one-line error
         lr, lr_end, normalize = _STEP_DEFAULTS[(param, optimizer)]
+        if (param, optimizer) == (base["param"], base["optimizer"]):
+            lr, lr_end = base.get("lr", lr), base.get("lr_end", lr_end)
         steps = {"lr": lr, "lr_end": lr_end, "normalize": normalize}
         steps.update({k: v for k, v in overrides.items() if v is not None})
         if fourier_size is None and param == base["param"]:
             fourier_size = base.get("fourier_size")
+        if coarse is None:
+            coarse = (base["coarse_scale"], 0.5) if "coarse_scale" in base else False
+        scale, until = coarse if coarse else (None, 0.5)
         cfg = cls.from_preset(preset, param=param, transforms=transforms or base["transforms"],
-                              optimizer=optimizer, style=style, fourier_size=fourier_size)
+                              optimizer=optimizer, style=style, fourier_size=fourier_size, coarse_scale=scale,
+                              coarse_until=until)
         return replace(cfg, **steps)
 
     @property
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize, self.optimizer)
 
-    def views(self, seeds: list[int], size: tuple[int, int] | None = None) -> Views | None:
+    def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None) -> Views | None:
         """The per-step robustness views for items with these seeds rendering `size` images (None without
-        transforms); transform pixels are pixels of the rendered image (`fourier_size` before upsampling)."""
+        transforms or coarse steps); transform pixels are pixels of the rendered image (`fourier_size` before
+        upsampling). With `steps` (a run of that many steps whose objectives and net allow it) and
+        `coarse_scale`, the first `coarse_until` of the steps see views of `coarse_size(size)`."""
         pixel = max(1.0, size[0] / self.fourier_size) if self.fourier_size and size else 1.0
-        return parse_transforms(self.transforms).views(seeds, pixel)
+        coarse = self.coarse_size(size) if steps and size else None
+        until = int(round(self.coarse_until * steps)) if coarse else 0
+        return parse_transforms(self.transforms).views(seeds, pixel, coarse, until)
+
+    def coarse_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """The views' size during the coarse steps (multiples of 8 px), or None when there are none."""
+        if self.coarse_scale is None:
+            return None
+        small = tuple(max(8, int(round(self.coarse_scale * n / 8)) * 8) for n in size)
+        return small if small[0] < size[0] and small[1] <= size[1] else None
 
     def hyperparams(self) -> dict:
         hp = asdict(self)

@@ -44,19 +44,24 @@ class TransformSet:
         return not self.pad and not any(j > 1 for j in self.jitter) and set(self.scales) == {1.0} \
             and set(self.angles) == {0.0}
 
-    def views(self, seeds: list[int], pixel: float = 1.0) -> Views | None:
-        """The per-step view function for a batch of items with these seeds (None for the identity).
+    def views(self, seeds: list[int], pixel: float = 1.0, coarse: tuple[int, int] | None = None,
+              coarse_until: int = 0) -> Views | None:
+        """The per-step view function for a batch of items with these seeds (None for the identity without
+        coarse steps).
 
         `pixel`: input pixels per transform pixel. Pad and jitter are counted in pixels of the rendered image,
         as Lucent counts them; an image rendered at 128 px and upsampled to a 224 px input has pixel 1.75.
+        `coarse`: the size of the views of the steps before `coarse_until` (the same field of view, sampled
+        with fewer pixels: progressive resolution); later views keep the input's size.
         """
-        if self.identity:
+        if self.identity and not (coarse and coarse_until > 0):
             return None
         seeds = list(seeds)
 
         def apply(x: torch.Tensor, step: int) -> torch.Tensor:
             theta = torch.stack([self._theta(s, step, x.shape[-2:], pixel) for s in seeds]).to(x.device, x.dtype)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            out = [*x.shape[:2], *(coarse if coarse and step < coarse_until else x.shape[-2:])]
+            grid = F.affine_grid(theta, out, align_corners=False)
             return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
         return apply
 
@@ -72,24 +77,28 @@ class TransformSet:
         """
         g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2 ** 63))
         j1, j2 = (j if j > 1 else 0 for j in (self.jitter + (0, 0))[:2])
-        o1 = self._offset(j1, g) * pixel  # crop-centre offsets (x, y) in input pixels, symmetric around 0
-        o2 = self._offset(j2, g) * pixel
+        o1 = self._offset(j1, g)  # crop-centre offsets (x, y) in rendered pixels, symmetric around 0
+        o2 = self._offset(j2, g)
         s = self.scales[int(torch.randint(0, len(self.scales), (1,), generator=g))]
         a = math.radians(self.angles[int(torch.randint(0, len(self.angles), (1,), generator=g))])
         h, w = int(size[0]), int(size[1])
-        half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
-        field = torch.tensor([w, h], dtype=torch.float64) + pixel * (2 * self.pad - j1 - j2)  # C, per axis
-        rot = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]], dtype=torch.float64)
-        lin = rot @ torch.diag(field / (2 * s) / half)  # output normalized -> input normalized
-        shift = (rot @ (o2 / s) + o1) / half
-        return torch.cat([lin, shift[:, None]], 1).float()
+        half = (w / 2, h / 2)
+        margin = pixel * (2 * self.pad - j1 - j2)
+        scale = ((w + margin) / (2 * s) / half[0], (h + margin) / (2 * s) / half[1])  # C / 2s, normalized
+        c, n = math.cos(a), math.sin(a)
+        # rot @ diag(scale) maps output normalized -> input normalized; then (rot @ o2 / s + o1) / half shifts
+        shift = [(c * o2[0] + n * o2[1]) * pixel / s + o1[0] * pixel, (-n * o2[0] + c * o2[1]) * pixel / s
+                 + o1[1] * pixel]
+        return torch.tensor([[c * scale[0], n * scale[1], shift[0] / half[0]],
+                             [-n * scale[0], c * scale[1], shift[1] / half[1]]], dtype=torch.float32)
 
     @staticmethod
-    def _offset(j: int, g: torch.Generator) -> torch.Tensor:
+    def _offset(j: int, g: torch.Generator) -> tuple[float, float]:
         """A crop of j pixels less at offset 0..j-1 moves the centre by offset - (j-1)/2 (x and y)."""
         if j <= 1:
-            return torch.zeros(2, dtype=torch.float64)
-        return torch.randint(0, j, (2,), generator=g).double() - (j - 1) / 2
+            return 0.0, 0.0
+        x, y = torch.randint(0, j, (2,), generator=g).tolist()
+        return x - (j - 1) / 2, y - (j - 1) / 2
 
 
 _STANDARD = TransformSet(pad=12, jitter=(8, 4), scales=tuple(1 + (i - 5) / 50 for i in range(11)),

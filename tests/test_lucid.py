@@ -132,7 +132,10 @@ def test_adam_rule_raises_activation_on_pixels_too(tiny):
 
 def test_styles_and_bad_values():
     assert LUCID.param == "fourier" and LUCID.transforms == "zoom" and LUCID.optimizer == "adam"
-    assert LUCID.lr == 0.05 and LUCID.lr_end is None and STYLES["lucid"]["steps"] > 0
+    assert LUCID.lr == 0.1 and LUCID.lr_end == 0.01 and STYLES["lucid"]["steps"] == 256
+    assert LUCID.coarse_scale == 0.7 and LUCID.coarse_until == 0.5
+    # another optimizer under the style keeps that optimizer's own step sizes
+    assert ImageAMConfig.build("lucid", optimizer="ascent").rule == StepRule(0.05, 0.005, True, "ascent")
     pixel = ImageAMConfig.build("yosinski")
     old_keys = set(ImageAMConfig.from_preset("lowfreq").hyperparams())
     assert set(pixel.hyperparams()) == old_keys | {"style"}  # the pixel fields are what they were

@@ -28,8 +28,8 @@ __all__ = ["run_video", "video_batch_size", "video_record", "stop_actors"]
 
 
 def video_batch_size(requested: int | None, pool_default: int, frames: int) -> int:
-    """--batch-size, else about 8 x the pool's image batch (64 on GPU, 8 on CPU) in frames per batch."""
-    return requested or max(1, pool_default * 8 // frames)
+    """--batch-size, else about 512 frames per batch on a GPU (whose image batch is 64), 64 on a CPU."""
+    return requested or max(1, (512 if pool_default >= 64 else 64) // frames)
 
 
 def stop_actors(pool) -> None:
@@ -37,8 +37,11 @@ def stop_actors(pool) -> None:
     process (the demo runs several) gets the CPUs at once."""
     import ray
 
+    from ..dispatch import Inline
+
     for actor in pool.actors:
-        ray.kill(actor)
+        if not isinstance(actor, Inline):  # an actor in this process ends with its last reference
+            ray.kill(actor)
 
 
 def video_record(vp: VideoPlan, command: str = "video") -> dict:
