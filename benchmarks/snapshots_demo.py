@@ -2,9 +2,12 @@
 
 1. Starts `neuron-atlas snapshots --follow --until-idle` on `<out>/checkpoints`: the 10 logits (`fc2`) of
    benchmarks/digits.DigitsCNN, 2 seeds, the lucid style rendered at 32 px with the standard transforms.
-2. Meanwhile trains the CNN from scratch on scikit-learn's digits (upsampled to 32 px), writing every
-   `--every` steps what the README's training-loop snippet writes: the checkpoint, a metrics sidecar
-   `<name>.json` with `val_accuracy`, then the `<name>.done` marker.
+   With `--tensorboard <out>/tensorboard`: each snapshot's images, activations and filmstrip as TensorBoard
+   events at its training step, in the run `neuron-atlas` beside the trainer's own.
+2. Meanwhile trains the CNN from scratch on scikit-learn's digits (upsampled to 32 px), saving every `--every`
+   steps with the package's trainer helper (pipelines/snapshots/trainer.py: metrics sidecar with
+   `val_accuracy`, the checkpoint, then its marker) and logging its loss and validation accuracy to
+   `<out>/tensorboard` with torch.utils.tensorboard, as a trainer does.
 3. Trains an independent copy of the net (another seed, more steps) and waits for the watcher to stop.
 4. Scores every snapshot's class images for recognizability: the probability that the copy gives each image
    its intended class (its unit's digit), averaged over the 10 classes and both seeds; also the same over
@@ -12,6 +15,8 @@
 5. Reports the Spearman correlation between validation accuracy and recognizability across the snapshots
    (scipy), and draws `<out>/filmstrips.png` (seed 0 of every class at every snapshot) beside the
    watcher's own tracking outputs under `<out>/atlas/tracking/`. Figures go to `<out>/demo.json`.
+6. With `--tensorboard-shot PNG`: TensorBoard's images dashboard over `<out>/tensorboard` after an early
+   snapshot and at the end, side by side (benchmarks/tensorboard_shot.py; the README's picture).
 The paper's claim (DGN-AM supplement): image quality tracks validation accuracy. No threshold is asserted.
 """
 
@@ -30,11 +35,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+
+from pipelines.snapshots.trainer import save_checkpoint
 
 from .digits import MEAN, SIZE, STD, train, recognizability
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "benchmarks.digits:DigitsCNN"
+TAGS = r"fc2/u[0-9]/s0$"  # the screenshot's tag filter: every digit's first seed
 
 
 def watcher_command(out: Path, idle: float) -> list[str]:
@@ -42,15 +51,9 @@ def watcher_command(out: Path, idle: float) -> list[str]:
             "--channels", "1", "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD)),
             "--checkpoints", str(out / "checkpoints"), "--follow", "--interval", "2", "--until-idle", str(idle),
             "--layers", "fc2", "--units", "all", "--seeds", "2", "--style", "lucid", "--fourier-size", str(SIZE),
-            "--transforms", "standard", "--steps", "256", "--batch-size", "20", "--out", str(out / "atlas")]
-
-
-def save_checkpoint(folder: Path, step: int, net: torch.nn.Module, val_accuracy: float) -> None:
-    """What the README's training-loop snippet does: checkpoint, metrics sidecar, then the marker."""
-    path = folder / f"ckpt_{step:06d}.pt"
-    torch.save(net.state_dict(), path)
-    path.with_name(path.name + ".json").write_text(json.dumps({"step": step, "val_accuracy": val_accuracy}))
-    path.with_name(path.name + ".done").touch()
+            "--transforms", "standard", "--steps", "256", "--coarse", "none", "--lr", "0.05", "--lr-end", "0.05",
+            "--batch-size", "20",
+            "--tensorboard", str(out / "tensorboard"), "--out", str(out / "atlas")]
 
 
 def spearman(a, b) -> float:
@@ -102,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=20, help="checkpoint every N training steps")
     ap.add_argument("--copy-steps", type=int, default=400, help="training steps of the independent copy")
     ap.add_argument("--idle", type=float, default=30.0, help="the watcher's --until-idle")
+    ap.add_argument("--tensorboard-shot", metavar="PNG", help="also save TensorBoard's images dashboard after an "
+                    "early snapshot and at the end (needs chromium: make browser)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
@@ -113,9 +118,17 @@ def main(argv=None) -> int:
           f"{args.every} steps", flush=True)
     torch.set_num_threads(1)  # leave a core to the watcher
     t_train = time.perf_counter()
-    train(args.train_steps, seed=0, every=args.every,
-          on_checkpoint=lambda step, net, acc: (save_checkpoint(out / "checkpoints", step, net, acc),
-                                                print(f"  step {step}: val accuracy {acc:.3f}", flush=True)))
+    board = SummaryWriter(str(out / "tensorboard"))  # the trainer's own log directory
+
+    def on_checkpoint(step: int, net: torch.nn.Module, acc: float) -> None:
+        save_checkpoint(net.state_dict(), str(out / "checkpoints"), step, metrics={"val_accuracy": acc})
+        board.add_scalar("val/accuracy", acc, step)
+        board.flush()
+        print(f"  step {step}: val accuracy {acc:.3f}", flush=True)
+
+    train(args.train_steps, seed=0, every=args.every, on_checkpoint=on_checkpoint,
+          on_loss=lambda step, loss: board.add_scalar("train/loss", loss, step))
+    board.close()
     train_s = time.perf_counter() - t_train
     copy = train(args.copy_steps, seed=1)
     print("independent copy trained; waiting for the watcher (--until-idle)", flush=True)
@@ -144,7 +157,11 @@ def main(argv=None) -> int:
           f"{result['spearman_accuracy_view_recognizability']:.3f}; with the mean logit: "
           f"{result['spearman_accuracy_activation']:.3f})")
     print(f"demo wall time {result['wall_s']:.0f} s; filmstrips {out / 'filmstrips.png'}, tracking outputs "
-          f"{tracking.parent}, figures {out / 'demo.json'}")
+          f"{tracking.parent}, figures {out / 'demo.json'}; TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    if args.tensorboard_shot:
+        from .tensorboard_shot import two_steps
+
+        print(f"TensorBoard screenshot: {two_steps(out / 'tensorboard', Path(args.tensorboard_shot), 60, TAGS)}")
     return 0
 
 

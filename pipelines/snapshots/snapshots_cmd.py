@@ -70,6 +70,10 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
                    "for checkpoints without a .done marker)")
     g.add_argument("--until-idle", type=float, metavar="S",
                    help="with --follow (implied): stop after S seconds without a new snapshot")
+    g.add_argument("--tensorboard", metavar="LOGDIR",
+                   help="also write each snapshot's images, activations and filmstrips as TensorBoard events at "
+                        "its training step, under LOGDIR/neuron-atlas (any fsspec URI; point it at the trainer's "
+                        "own log directory; needs pip install 'neuron-atlas[tensorboard]')")
     g = add_selection_flags(p, "comma-separated layer paths; default: the model's demo selection",
                             "'all', '0:64', '3,17,42', '12@6,6' (channel@row,col)")
     g.add_argument("--seeds", type=int, default=2, help="number of seeds per unit (seeds 0..N-1), the same for "
@@ -117,7 +121,7 @@ def spec_from_args(args: argparse.Namespace):
     return SnapshotSpec(atlas=atlas_cmd.spec_from_args(atlas_args), checkpoints=args.checkpoints, pattern=args.pattern,
                         selection=StepSelection(every=args.every, steps=train),
                         follow=args.follow or args.until_idle is not None, interval=args.interval,
-                        until_idle=args.until_idle)
+                        until_idle=args.until_idle, tensorboard=getattr(args, "tensorboard", None))
 
 
 def run(args: argparse.Namespace) -> int:

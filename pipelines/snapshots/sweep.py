@@ -14,7 +14,8 @@ follow.py` decides when to call it. Per round:
 4. synthesize the rest through the shared runner: batches grouped by snapshot, each naming its snapshot's
    weights, so an actor loads a snapshot once per group of batches; actors live across rounds. A snapshot
    that an actor cannot load (deleted or rewritten since step 3) is skipped and recorded like a corrupt one;
-5. record the snapshots in the manifest and refresh the tracking outputs (tracking.py).
+5. record the snapshots in the manifest and refresh the tracking outputs (tracking.py), and with --tensorboard
+   write each processed snapshot's TensorBoard event file once (tensorboard.py).
 The manifest entry is keyed by the hyperparameters, the selection and the checkpoints prefix.
 """
 
@@ -54,6 +55,7 @@ class SnapshotSpec:
     follow: bool = False
     interval: float = 60.0
     until_idle: float | None = None
+    tensorboard: str | None = None  # LOGDIR of the TensorBoard event files (tensorboard.py), or None
 
 
 @dataclass
@@ -109,6 +111,11 @@ class Sweep:
         self.failed: dict[str, dict] = dict(earlier.get("failed_checkpoints") or {})
         self.tracker = Tracker(self.store, self.base.model_slug, self.base.spec.method, self.base.hyperparams)
         self.tracker.load()
+        self.tensorboard = None
+        if spec.tensorboard:
+            from .tensorboard import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(spec.tensorboard, atlas.storage_options)
         self.completeness = Completeness(spec.interval)
         self.pool: ActorPool | None = None
         self.processed: set[str] = set()
@@ -249,6 +256,10 @@ class Sweep:
         infos = {label: SnapshotInfo(rec["step"], rec["checkpoint"], rec.get("metrics"))
                  for label, rec in self.snapshots.items() if label in self.processed}
         self.tracker.refresh(infos)
+        if self.tensorboard is not None:
+            written = self.tensorboard.sync(self.tracker.table(infos).to_pylist(), self.store.read_bytes)
+            if written:
+                self.log(f"tensorboard: snapshots {', '.join(written)} -> {self.tensorboard.store.uri}")
         self._tracking_checked = True
         self.totals.timings.tracking += time.perf_counter() - t0
 
