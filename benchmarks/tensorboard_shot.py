@@ -61,7 +61,7 @@ def dashboard_shot(url: str, dest: Path, tag_filter: str, settle_s: float = 6.0)
     """The images dashboard at `url`, its tags filtered by `tag_filter`, as a PNG at `dest`."""
     from tests.browser import chromium, screenshot
 
-    with chromium(width=1400, height=1000) as driver:
+    with chromium(width=1400, height=1900) as driver:
         driver.get(f"{url}/?darkMode=false#images&tagFilter={urllib.request.quote(tag_filter)}")
         time.sleep(settle_s)  # the dashboard fetches its runs, tags and images after the page loads
         return screenshot(driver, dest)

@@ -2,7 +2,8 @@
 the moto S3 server: a trainer writes checkpoints, markers and metrics while the watcher follows; each
 snapshot is processed exactly once; a checkpoint written slowly is never read before it is whole; corrupt
 and wrong-architecture checkpoints are named, skipped and recorded; a SIGKILLed watcher started again loses
-and duplicates nothing; --until-idle ends the watch."""
+and duplicates nothing, in its outputs and in its TensorBoard event files on the bucket; --until-idle ends the
+watch."""
 
 from __future__ import annotations
 
@@ -167,7 +168,7 @@ def test_s3_sigkilled_watcher_restarted_loses_and_duplicates_nothing_and_follows
         upload(step)
     upload(600, checkpoint_bytes(600)[:3000])  # truncated
     args = [*sweep_args("0:6", 24), "--checkpoints", "s3://na-snap/ckpts", "--follow",
-            "--interval", "1", "--out", "s3://na-snap/out"]
+            "--interval", "1", "--out", "s3://na-snap/out", "--tensorboard", "s3://na-snap/tb"]
     first_log = tmp_path / "first.log"
     proc = start_cli(*args, cwd=tmp_path, env=s3.env, log=open(first_log, "w"))
 
@@ -198,3 +199,16 @@ def test_s3_sigkilled_watcher_restarted_loses_and_duplicates_nothing_and_follows
     tracking = [p for p in s3.fs.find("na-snap/out/tracking") if p.endswith("steps.parquet")]
     table = pq.read_table(io.BytesIO(s3.fs.cat_file(tracking[0]))).to_pylist()
     assert len(table) == 36 and {r["val_accuracy"] for r in table} == {0.1, 0.2, 0.3, 0.4, 0.5, 0.7}
+    # TensorBoard: one event file per snapshot on the bucket, every unit once per step despite the SIGKILL
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    events = [p for p in s3.fs.find("na-snap/tb/neuron-atlas") if "tfevents" in p.rsplit("/", 1)[1]]
+    assert len(events) == 6, events
+    local = tmp_path / "tb" / "neuron-atlas"
+    local.mkdir(parents=True)
+    for p in events:
+        (local / p.rsplit("/", 1)[1]).write_bytes(s3.fs.cat_file(p))
+    acc = ea.EventAccumulator(str(local), size_guidance={ea.IMAGES: 0, ea.SCALARS: 0})
+    acc.Reload()
+    for unit in range(6):
+        assert [e.step for e in acc.Images(f"neuron-atlas/dense6_3/u{unit}/s0")] == [100, 200, 300, 400, 500, 700]
