@@ -136,9 +136,10 @@ def test_a_cluster_whose_workers_build_other_weights_stops_with_one_line(tmp_pat
     """The driver plans under built-<sha8> of its own build; actors that build other weights refuse, and the
     run stops with their reason (exit 2, one error line) with no unit written under the driver's label."""
     out = tmp_path / "out"
+    # local-ray: Ray workers, not the in-process actor a one-actor local run uses (which builds the driver's net)
     proc = run_cli("atlas", "--model", "tests.selfloading_net:onet_other_on_workers", "--input-size", "48",
                    "--layers", "conv4", "--units", "0:2", "--seeds", "1", "--steps", "4", "--out", str(out),
-                   cwd=tmp_path, check=False)
+                   "--address", "local-ray", cwd=tmp_path, check=False)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("neuron-atlas: error:")]
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert len(errors) == 1 and "built different weights on this worker" in errors[0], proc.stderr[-3000:]
