@@ -255,9 +255,10 @@ class Sweep:
         t0 = time.perf_counter()
         infos = {label: SnapshotInfo(rec["step"], rec["checkpoint"], rec.get("metrics"))
                  for label, rec in self.snapshots.items() if label in self.processed}
-        self.tracker.refresh(infos)
+        table = self.tracker.table(infos)
+        self.tracker.refresh(infos, table)
         if self.tensorboard is not None:
-            written = self.tensorboard.sync(self.tracker.table(infos).to_pylist(), self.store.read_bytes)
+            written = self.tensorboard.sync(table.to_pylist(), self.store.read_bytes)
             if written:
                 self.log(f"tensorboard: snapshots {', '.join(written)} -> {self.tensorboard.store.uri}")
         self._tracking_checked = True

@@ -116,9 +116,10 @@ class Tracker:
                          "plot": self.plot_path(r["layer"])})
         return pa.Table.from_pylist(rows, schema=TRACKING_SCHEMA)
 
-    def refresh(self, snapshots: Mapping[str, SnapshotInfo]) -> bool:
-        """Rewrite what changed (see the module docstring); returns whether anything was written."""
-        table = self.table(snapshots)
+    def refresh(self, snapshots: Mapping[str, SnapshotInfo], table: pa.Table | None = None) -> bool:
+        """Rewrite what changed (see the module docstring); returns whether anything was written. `table`: the
+        caller's `self.table(snapshots)`, when it already has it."""
+        table = self.table(snapshots) if table is None else table
         if self._written is None:
             self._written = self._read_written()
         current = table.to_pydict()
