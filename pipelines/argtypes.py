@@ -46,6 +46,15 @@ def coarse_arg(text: str) -> tuple[float, float] | bool:
         raise argparse.ArgumentTypeError(f"{text!r} is not SCALE[:FRACTION] (e.g. 0.7:0.5) or none") from None
 
 
+def diversity_arg(text: str) -> tuple[float, str | None]:
+    """--diversity WEIGHT[:LAYER] -> (weight, layer or None)."""
+    weight, _, layer = text.partition(":")
+    try:
+        return float(weight), layer.strip() or None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WEIGHT[:LAYER] (e.g. 1 or 1:features.18)") from None
+
+
 def objective_arg(text: str) -> tuple[str, int | None, int | None, float]:
     """'unit' | 'channel' | 'softmax' | 'blend:A,B:GAMMA' -> (kind, A, B, gamma)."""
     if text in ("unit", "channel", "softmax"):

@@ -15,7 +15,7 @@ from models.errors import UserInputError
 from tasks.image_am import STYLE_HELP
 
 from .argtypes import (add_execution_flags, add_generator_flags, add_model_flags, add_selection_flags, coarse_arg,
-                       objective_arg, preprocessing_kwargs)
+                       diversity_arg, objective_arg, preprocessing_kwargs)
 
 __all__ = ["add_subcommand", "add_atlas_flags", "add_method_flags", "spec_from_args", "run", "tuned", "with_generator",
            "DEFAULT_METHOD", "DEFAULT_STYLE"]
@@ -67,6 +67,13 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
                         "probability, or units A and B of the layer together with the penalty GAMMA*(a_A - a_B)^2")
     g.add_argument("--direction", choices=["max", "min"], default="max",
                    help="min: least-preferred inputs (the reported activations are the unit's own)")
+    g.add_argument("--diversity", type=diversity_arg, metavar="WEIGHT[:LAYER]",
+                   help="optimize each unit's seeds together, penalizing the cosine similarity of their Gram "
+                        "matrices at LAYER (default: the unit's layer, or the last one with spatial maps below "
+                        "it), relative to the activation: 1 is a sensible strength on any net (Olah et al. 2017)")
+    g.add_argument("--init", metavar="URI", help="start from real photos instead of noise: a photo (every seed) "
+                   "or a folder, prefix or Parquet file of one photo per seed, any fsspec URI; image AM starts "
+                   "from the photo itself (the unit's caricature of it), DGN-AM from the encoder's code of it")
     g = p.add_argument_group("image-space AM")
     g.add_argument("--style", help="; ".join(f"{name}{' (default)' if name == DEFAULT_STYLE else ''}: {what}"
                                             for name, what in STYLE_HELP.items())
@@ -139,6 +146,7 @@ def _dgn_config(args):
 def spec_from_args(args):
     """The AtlasSpec the flags describe (UserInputError for contradictory or unknown values)."""
     from tasks.actor import NetSpec
+    from tasks.diversity import DiversitySpec
     from tasks.objectives import ObjectiveSpec
 
     from .spec import AtlasSpec
@@ -157,12 +165,14 @@ def spec_from_args(args):
             raise UserInputError("--objective blend:A,B:GAMMA names its units; drop --units")
         units = str(a)
     objective = ObjectiveSpec(kind, b, gamma, args.direction)
+    diversity = DiversitySpec(*args.diversity) if getattr(args, "diversity", None) else None
     return AtlasSpec(net=net, config=config, layers=layers, units=units, objective=objective,
                      layer_units=tuple(args.layer_units), seeds=args.seeds,
                      steps=args.steps if args.steps is not None else steps,
                      snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
                      batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                     address=args.address, storage_retry_s=args.storage_retry_s)
+                     address=args.address, storage_retry_s=args.storage_retry_s, diversity=diversity,
+                     init=getattr(args, "init", None))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -32,7 +32,7 @@ from .spec import AtlasSpec, Plan
 
 __all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
            "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining", "atlas_batch_size",
-           "compact_partitions", "runs_inline"]
+           "compact_partitions", "runs_inline", "whole_groups"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # outputs and environments: never shipped to a cluster
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs",
@@ -59,12 +59,51 @@ class RunSummary:
                 f"actors synthesizing {self.synth_fraction:.0%} of wall time; results in {out}")
 
 
-def make_batches(items: list[tuple[ItemKey, object]], batch_size: int) -> list[list[tuple[ItemKey, object]]]:
-    """Chunk items into batches that never span a (model, snapshot, layer) partition."""
+def make_batches(items: list[tuple[ItemKey, object]], batch_size: int, *, whole_units: bool = False
+                 ) -> list[list[tuple[ItemKey, object]]]:
+    """Chunk items into batches that never span a (model, snapshot, layer) partition, each partition's items
+    in near-equal batches of at most `batch_size` (10 items at 4: 4, 3, 3, not 4, 4, 2, whose small last batch
+    leaves the cores idle). `whole_units`: a unit's items (its seeds, one diversity group) always share a
+    batch, which then holds whole units only (one unit with more seeds than `batch_size` is one batch)."""
     groups: dict[str, list] = {}
     for key, item in items:
         groups.setdefault(key.partition(), []).append((key, item))
-    return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    if not whole_units:
+        return [chunk for g in groups.values() for chunk in _even_chunks(g, batch_size)]
+    out = []
+    for g in groups.values():
+        units: dict[tuple, list] = {}
+        for key, item in g:
+            units.setdefault((key.snapshot, key.unit, key.y, key.x), []).append((key, item))
+        batch: list = []
+        for members in units.values():
+            if batch and len(batch) + len(members) > batch_size:
+                out.append(batch)
+                batch = []
+            batch += members
+        if batch:
+            out.append(batch)
+    return out
+
+
+def _even_chunks(items: list, size: int) -> list[list]:
+    n = -(-len(items) // size)  # the fewest batches of at most `size`
+    bounds = [round(i * len(items) / n) for i in range(n + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def whole_groups(items: list[tuple[ItemKey, WorkItem]], missing: list[tuple[ItemKey, WorkItem]]
+                 ) -> tuple[list[tuple[ItemKey, WorkItem]], frozenset[ItemKey]]:
+    """For a run with diversity, where a unit's seeds are optimized as one group: the items of every unit
+    with a missing item (a resumed run recomputes the whole group, so each seed's image is the one an
+    uninterrupted run gives) and the keys among them already written, which must not be written again."""
+    def unit_of(k: ItemKey) -> tuple:
+        return k.partition(), k.unit, k.y, k.x
+
+    need = {unit_of(k) for k, _ in missing}
+    pending = {k for k, _ in missing}
+    todo = [(k, w) for k, w in items if unit_of(k) in need]
+    return todo, frozenset(k for k, _ in todo if k not in pending)
 
 
 def _loopback_only() -> None:
@@ -168,20 +207,29 @@ def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
 def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,
                weights: Mapping[str, str] | None = None,
                on_batch: Callable[[list[ItemKey], BatchResult], None] | None = None,
-               on_error: Callable[[list[ItemKey], str], None] | None = None) -> Synthesized:
+               on_error: Callable[[list[ItemKey], str], None] | None = None,
+               skip: frozenset[ItemKey] = frozenset()) -> Synthesized:
     """Dispatch `todo` in batches that never span a partition, write each finished batch once (then call
     `on_batch`). `weights` maps a snapshot label to the target weights its batches run on; the batches of one
     snapshot are consecutive, so an actor loads each snapshot's weights once per group of batches. A batch
-    whose weights an actor could not load writes nothing and goes to `on_error` (RuntimeError without one)."""
+    whose weights an actor could not load writes nothing and goes to `on_error` (RuntimeError without one).
+    With diversity a unit's seeds share a batch; keys in `skip` (a group's seeds written before a resume,
+    `whole_groups`) are optimized with their group but not written again."""
     done = Synthesized()
-    progress = Progress(len(todo))
+    progress = Progress(len(todo) - len(skip))
+    diversity = (spec.diversity.weight, spec.diversity.layer) if spec.diversity else None
 
     def submit(actor, batch):
         uri = weights.get(batch[0][0].snapshot) if weights else None
-        return actor.run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps, spec.objective, uri))
+        init = tuple(spec.init_photos.images[w.seed] for _, w in batch) if spec.init_photos else None
+        return actor.run.remote(Batch(tuple(w for _, w in batch), spec.config, spec.steps, spec.objective, uri,
+                                      diversity, init))
 
     with ThreadPoolExecutor(max_workers=8) as threads:
         def on_result(batch, result) -> None:
+            if skip and result.error is None:
+                kept = [(b, r) for b, r in zip(batch, result.results) if b[0] not in skip]
+                batch, result = [b for b, _ in kept], replace(result, results=[r for _, r in kept])
             keys = [k for k, _ in batch]
             if result.error is not None:
                 if on_error is None:
@@ -197,7 +245,8 @@ def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey
             if on_batch is not None:
                 on_batch(keys, result)
 
-        dispatch(pool.actors, make_batches(todo, pool.batch_size), submit, on_result, log)
+        dispatch(pool.actors, make_batches(todo, pool.batch_size, whole_units=diversity is not None), submit,
+                 on_result, log)
     progress.close()
     return done
 
@@ -220,13 +269,14 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     store.remove_stale_temporaries()
     todo = remaining(plan, done_keys(store, partitions={k.partition() for k, _ in plan.items}), log)
     skipped = len(plan.items) - len(todo)
+    todo, rewrite = whole_groups(plan.items, todo) if spec.diversity else (todo, frozenset())
     if not todo:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)
     run_id = run_id_of(plan)
     write_manifest(store, run_id, run_record(plan), status="running")
 
     pool = start_actors(spec, plan.code_upper)
-    result = synthesize(pool, spec, store, todo, log=log)
+    result = synthesize(pool, spec, store, todo, log=log, skip=rewrite)
     wall = time.perf_counter() - t0
     summary = RunSummary(len(plan.items), skipped, result.written, wall, result.synth_s, len(pool.actors))
     write_manifest(store, run_id, run_record(plan), status="finished", finished_at=utc_now(),

@@ -23,9 +23,11 @@ from models.registry import model_slug, registry, resolve_model
 from models.units import Unit, parse_units, resolve_units
 from tasks.actor import NetSpec, WorkItem, pin_build
 from tasks.dgn import DGNConfig
+from tasks.diversity import DiversitySpec, default_layer
 from tasks.image_am import ImageAMConfig
 from tasks.objectives import ObjectiveSpec
 
+from .init_photos import InitPhotos, read_init_photos
 from .keys import ItemKey, hyperparams_json, safe_segment
 from models.retry import RetryPolicy
 from models.storage_client import read_uri
@@ -53,6 +55,9 @@ class AtlasSpec:
     address: str = "local"
     storage_retry_s: float = 120.0  # how long transient storage faults are retried before the run stops
     objective: ObjectiveSpec = ObjectiveSpec()
+    diversity: DiversitySpec | None = None  # a unit's seeds optimized as one group (tasks/diversity.py)
+    init: str | None = None  # --init: the photos the seeds start from (pipelines/init_photos.py)
+    init_photos: InitPhotos | None = None  # read by plan()
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(budget_s=self.storage_retry_s)
@@ -132,8 +137,16 @@ def plan(spec: AtlasSpec, *, target: LoadedNet | None = None, extra_hp: Mapping[
         generator, code_upper, config = _prepare_dgn(spec)
     selection = _selection(spec, entry, target)
     snapshot = snapshot_name(spec.snapshot, target.weights_uri)
+    photos = None
+    if spec.init:
+        if generator is not None and generator.entry.encoder is None:
+            raise UserInputError(f"--init with --method dgn starts from the encoder's code of the photo, and "
+                                 f"generator {spec.net.generator!r} names no encoder; use --method image")
+        photos = read_init_photos(spec.init, spec.seeds, entry.preprocessing, spec.storage_options, spec.retry())
     hp = hyperparams_json({"steps": spec.steps, **config.hyperparams(), **spec.objective.hyperparams(),
-                           **generator_hp(spec.net, generator), **(extra_hp or {})})
+                           **generator_hp(spec.net, generator), **(extra_hp or {}),
+                           **(spec.diversity.hyperparams(spec.seeds) if spec.diversity else {}),
+                           **(photos.hyperparams() if photos else {})})
     slug = safe_segment(model_slug(spec.net.model), "model")
     items: list[tuple[ItemKey, WorkItem]] = []
     for layer, units_spec in selection:
@@ -142,14 +155,28 @@ def plan(spec: AtlasSpec, *, target: LoadedNet | None = None, extra_hp: Mapping[
         if safe_segment(layer, "layer") != layer:
             raise UserInputError(f"layer name {layer!r} cannot name an output path")
         _check_objective(spec.objective, layer, target.layers[layer].shape)
+        _check_diversity(spec.diversity, layer, target, spec.net.model)
         for u in _units(spec.objective, units_spec, target.layers[layer], spec.net.model):
             for seed in range(spec.seeds):
                 key = ItemKey(slug, snapshot, layer, u.channel, u.y, u.x, seed, spec.method, hp)
                 items.append((key, WorkItem(u, seed)))
     spec.store().check_writable()
     # workers must build what was planned: a net used as built carries its digest to them
-    return Plan(replace(spec, config=config, net=pin_build(spec.net, target)), target, generator, items, code_upper,
-                hp, snapshot)
+    return Plan(replace(spec, config=config, net=pin_build(spec.net, target), init_photos=photos), target, generator,
+                items, code_upper, hp, snapshot)
+
+
+def _check_diversity(diversity: DiversitySpec | None, layer: str, target: LoadedNet, model: str) -> None:
+    """The Gram layer exists and has spatial maps (--diversity WEIGHT:LAYER), or the default one exists."""
+    if diversity is None:
+        return
+    if diversity.layer is None:
+        default_layer(layer, target.layers)
+    elif diversity.layer not in target.layers:
+        raise unknown_layer(diversity.layer, model)
+    elif len(target.layers[diversity.layer].shape) != 3:
+        raise UserInputError(f"--diversity {diversity.weight:g}:{diversity.layer}: that layer has no spatial maps "
+                             f"(shape {target.layers[diversity.layer].shape}); name a conv layer")
 
 
 def _units(obj: ObjectiveSpec, units_spec: str, info, model: str) -> list[Unit]:

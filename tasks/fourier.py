@@ -33,6 +33,7 @@ _SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                           [0.27, -0.09, 0.03]])
 COLOR_SQRT_COV = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
 _MAGIC = 4.0  # Lucid's constant: the ortho inverse FFT of the N(0, sd) spectrum is divided by it
+INIT_EPS = 0.01  # a photo's start values stay this far from 0 and 1, where the sigmoid's gradient vanishes
 
 
 def frequency_scale(h: int, w: int, decay: float = 1.0, device=None) -> torch.Tensor:
@@ -79,17 +80,25 @@ def initial_spectra(seeds: list[int], size: tuple[int, int], sd: float, device: 
 
 def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: torch.device, *,
                              sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True,
-                             fourier_size: int | None = None, channels: int = 3) -> Parameterization:
+                             fourier_size: int | None = None, channels: int = 3,
+                             init: torch.Tensor | None = None) -> Parameterization:
     """Decorrelated Fourier parameters for each seed, rendering `size` images; no projection step (the
     sigmoid keeps images valid). `fourier_size` S renders an S x S image (S x S*W/H for other aspect ratios)
     and upsamples it to `size` (bilinear, align_corners=True as Lucent); None, or a size at least the input's,
-    renders at `size`."""
+    renders at `size`. `init` [B, C, H, W] in [0, 1]: start from the spectra of these images (resized to the
+    rendered size, values kept within [INIT_EPS, 1 - INIT_EPS] so the sigmoid still passes gradients)."""
     if not math.isfinite(decay) or decay < 0:
         raise ValueError(f"decay {decay} must be a finite number >= 0")
     small = fourier_size is not None and fourier_size < size[0]  # never rendered larger than the input
     inner = (fourier_size, max(1, round(fourier_size * size[1] / size[0]))) if small else size
     scale = frequency_scale(*inner, decay=decay, device=device)
-    spectrum = initial_spectra(seeds, inner, sd, device, channels)
+    if init is None:
+        spectrum = initial_spectra(seeds, inner, sd, device, channels)
+    else:
+        start = init.to(device, torch.float32)
+        if tuple(start.shape[-2:]) != tuple(inner):
+            start = F.interpolate(start, size=inner, mode="area")
+        spectrum = image_to_spectrum(start, scale, decorrelate, eps=INIT_EPS)
     if tuple(inner) == tuple(size):
         return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
 

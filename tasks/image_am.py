@@ -191,20 +191,25 @@ _FIRST_ADDED = next(f for f in fields(ImageAMConfig) if f.name == "param")
 
 
 def image_parameterization(cfg: ImageAMConfig, seeds: list[int], size: tuple[int, int],
-                           mean01: tuple[float, ...], device: torch.device) -> Parameterization:
+                           mean01: tuple[float, ...], device: torch.device,
+                           init: torch.Tensor | None = None) -> Parameterization:
     """`fourier`: see tasks/fourier.py. `pixel`: pixels for each seed, initialised N(0, init_std) around the
     mean colour (per-seed generator), regularized by the preset after every step. Images have one channel
-    per value of `mean01` (the net's channel count)."""
+    per value of `mean01` (the net's channel count). `init` [B, C, H, W] in [0, 1]: start from these images
+    instead (a photo's caricature): the pixels themselves, or the spectrum that renders them."""
     channels = len(mean01)
     if cfg.param == "fourier":
         return fourier_parameterization(seeds, size, device, sd=cfg.fourier_sd, decay=cfg.decay_power,
                                         decorrelate=cfg.decorrelate, fourier_size=cfg.fourier_size,
-                                        channels=channels)
+                                        channels=channels, init=init)
     h, w = size
-    init = torch.stack([torch.randn(channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    x = (init * cfg.init_std).to(device)
     mean255 = torch.tensor(mean01, device=device).view(1, channels, 1, 1) * 255.0
     lo, hi = -mean255, 255.0 - mean255
+    if init is not None:
+        x = init.to(device, torch.float32) * 255.0 - mean255
+    else:
+        noise = torch.stack([torch.randn(channels, h, w, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        x = (noise * cfg.init_std).to(device)
     clamp_range(x, lo, hi)
 
     def render(p: torch.Tensor) -> torch.Tensor:

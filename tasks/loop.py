@@ -7,10 +7,12 @@ ascent on `objective(forward(views(render(params), t))) - penalty(params)` with 
 schedule, as plain ascent (optionally with the released DGN-AM code's normalized steps, lr / mean|g| per row)
 or Adam (Lucent's optimizer). `views` (optional, tasks/transforms.py) shows the net a random transformation
 of each render at each step (transformation robustness); the start and final activations are always
-measured on the untransformed render, which is what gets saved.
+measured on the untransformed render, which is what gets saved. `diversity` (optional, tasks/diversity.py) is
+a penalty on the captured activations that couples the rows of a group (a unit's seeds): it is subtracted from
+what is ascended, never from the reported activations.
 
-Every row of the batch is an independent problem: nothing in the loop mixes rows, so a batch of many
-(unit, seed) items gives each item the result it would get alone (up to float reassociation).
+Without `diversity`, every row of the batch is an independent problem: nothing in the loop mixes rows, so a
+batch of many (unit, seed) items gives each item the result it would get alone (up to float reassociation).
 The final image is quantized to 8 bits before its activation is measured, so `act_final` is the
 activation of exactly the picture that gets saved.
 """
@@ -28,6 +30,7 @@ __all__ = ["Parameterization", "StepRule", "LoopResult", "optimize", "quantize",
 
 Forward = Callable[[torch.Tensor], Acts]
 Views = Callable[[torch.Tensor, int], torch.Tensor]
+GroupPenalty = Callable[[Acts, torch.Tensor], torch.Tensor]  # (captured acts, objective [B]) -> [B]
 
 
 @dataclass
@@ -78,7 +81,8 @@ def quantize(x01: torch.Tensor) -> torch.Tensor:
 
 
 def optimize(param: Parameterization, objective: Objective, forward: Forward, steps: int, rule: StepRule,
-             *, views: Views | None = None, progress: Callable[[int], None] | None = None) -> LoopResult:
+             *, views: Views | None = None, progress: Callable[[int], None] | None = None,
+             diversity: GroupPenalty | None = None) -> LoopResult:
     """Run `steps` ascent steps on every row of `param.params`; see the module docstring."""
     p = param.params
     p.requires_grad_(True)
@@ -90,8 +94,11 @@ def optimize(param: Parameterization, objective: Objective, forward: Forward, st
     adam = torch.optim.Adam([p], lr=rule.lr, maximize=True) if rule.optimizer == "adam" else None
     for t in range(steps):
         x = param.render(p)
-        act = objective(forward(views(x, t) if views is not None else x))
+        acts = forward(views(x, t) if views is not None else x)
+        act = objective(acts)
         total = act - param.penalty(p) if param.penalty is not None else act
+        if diversity is not None:
+            total = total - diversity(acts, act)
         (grad,) = torch.autograd.grad(total.sum(), p)
         act = act.detach()
         start = act.clone() if start is None else start

@@ -8,7 +8,7 @@ from torch import nn
 
 from models.capture import Capture
 from models.frozen import FrozenBatchNorm, freeze_batchnorm
-from models.inference import inference_copy
+from models.inference import folded_copy, inference_copy
 from models.loading import load_net
 from models.registry import resolve_model
 
@@ -92,3 +92,22 @@ def test_load_net_records_which_activations_the_builder_made_in_place():
     loaded = load_net(resolve_model("tinynet"), "random")
     assert loaded.inplace == ("features.1", "features.3")
     assert not any(getattr(m, "inplace", False) for m in loaded.net.modules())
+
+
+def test_folded_copy_gives_the_same_activations_and_input_gradients_for_synthesis():
+    """The synthesis actor optimizes on the folded copy (tasks/actor.SynthesisActor.synthesis_net): every captured
+    layer and the gradient of a unit with respect to the input are those of the loaded net, up to rounding."""
+    net, _ = mobile_like()
+    fast = folded_copy(net, LAYERS)
+    assert sum(isinstance(m, FrozenBatchNorm) for m in fast.modules()) == 1  # only the captured conv's BN stays
+    grads, acts = [], []
+    for n in (net, fast):
+        x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        with Capture(n, LAYERS) as cap:
+            a = cap(x)
+        grads.append(torch.autograd.grad(a["2"][:, 1].sum() + a["5"][:, 2].sum(), x)[0])
+        acts.append({k: v.detach() for k, v in a.items()})
+    for layer in LAYERS:
+        torch.testing.assert_close(acts[1][layer], acts[0][layer], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().max() > 1e-3

@@ -33,7 +33,7 @@ from models.loading import BUILT_WEIGHTS
 from models.weights import load_into, read_weights
 
 from ..manifest import run_record, utc_now, write_manifest
-from ..runner import ActorPool, compact_partitions, run_id_of, start_actors, synthesize
+from ..runner import ActorPool, compact_partitions, run_id_of, start_actors, synthesize, whole_groups
 from ..sink import done_keys
 from ..spec import AtlasSpec, plan
 from .checkpoints import Checkpoint, Prefix, StepSelection, compile_pattern, find_checkpoints
@@ -101,6 +101,7 @@ class Sweep:
         self.run_id = run_id_of(replace(self.base, snapshot=f"snapshots:{self.prefix.uri}"))
         self.store.remove_stale_temporaries()
         self.done = done_keys(self.store)
+        self._rewrite: set = set()  # written keys recomputed with their diversity group, not written again
         self._written_keys: list = []  # keys this watcher wrote: their partitions are compacted at the end
         entry = self.base.spec.net.entry()
         with torch.random.fork_rng(devices=[]):
@@ -160,6 +161,10 @@ class Sweep:
         for ckpt in new:
             items = [(replace(k, snapshot=ckpt.label), w) for k, w in self.base.items]
             missing = [(k, w) for k, w in items if k.as_tuple() not in self.done]
+            present = len(items) - len(missing)
+            if missing and self.base.spec.diversity:  # a unit's seeds are one group: recompute it whole
+                missing, rewrite = whole_groups(items, missing)
+                self._rewrite |= rewrite
             sha = self.snapshots.get(ckpt.label, {}).get("sha256")
             if missing:
                 sha = self._validate(ckpt)
@@ -173,11 +178,11 @@ class Sweep:
             self.snapshots[ckpt.label] = {"step": ckpt.step, "checkpoint": ckpt.uri, "sha256": sha,
                                           "size": ckpt.size, "items": len(items), "metrics": metrics}
             self.failed.pop(ckpt.rel, None)
-            self.totals.present += len(items) - len(missing)
+            self.totals.present += present
             self._ckpts[ckpt.label] = ckpt
             taken.append(ckpt)
         if todo:
-            self._synthesize(todo, weights, len(self.base.items) * len(taken) - len(todo))
+            self._synthesize(todo, weights, len(self.base.items) * len(taken) - len(todo) + len(self._rewrite))
         taken = [c for c in taken if c.label in self.snapshots]  # minus those an actor could not load
         for ckpt in taken:
             self.snapshots[ckpt.label]["processed_at"] = self.snapshots[ckpt.label].get("processed_at") or utc_now()
@@ -195,7 +200,8 @@ class Sweep:
             net = replace(self.base.spec.net, weights=BUILT_WEIGHTS)
             self.pool = start_actors(self.base.spec, self.base.code_upper, net=net)
         result = synthesize(self.pool, self.base.spec, self.store, todo, log=self.log, weights=weights,
-                            on_batch=self._on_batch, on_error=self._on_actor_error)
+                            on_batch=self._on_batch, on_error=self._on_actor_error, skip=frozenset(self._rewrite))
+        self._rewrite.clear()
         self.totals.items += result.written
         self.totals.timings.synthesis += result.synth_s
         self.totals.timings.load += result.load_s

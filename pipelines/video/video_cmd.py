@@ -67,6 +67,9 @@ def spec_from_args(args):
                         shuffles=args.shuffles, order_seed=args.order_seed, fps=args.fps, chunk=args.chunk_frames,
                         checkpoint=args.checkpoint)
     atlas = atlas_spec(args)
+    for flag, value in (("--diversity", atlas.diversity), ("--init", atlas.init)):
+        if value is not None:
+            raise UserInputError(f"{flag} is for image and dgn atlases (atlas, snapshots), not videos")
     return VideoSpec(replace(atlas, net=video_net_spec(atlas.net)), video)
 
 
