@@ -1,9 +1,10 @@
 """What one shard of a `topk` or `nearest` pass returns, and its record as an Arrow table (one row per unit,
 or per query), so that a recorded shard merges exactly as if it had just been computed.
 
-`TopkShard`: per layer, the shard's top-k per unit (tasks/topk.TopK) and its activation statistics
-(tasks/quantiles.UnitStats; the histogram is stored sparse). `NearestShard`: per code space, the shard's k
-nearest images per synthesized image, as a TopK of negated distances.
+`TopkShard`: per layer, the shard's top-k per unit (tasks/topk.TopK, with its examples' activation maps for
+conv layers) and its activation statistics (tasks/quantiles.UnitStats; the histogram is stored sparse).
+`NearestShard`: per code space, the shard's k nearest images per synthesized image, as a TopK of negated
+distances.
 """
 
 from __future__ import annotations
@@ -39,9 +40,29 @@ def _topk_columns(top: TopK, prefix: str = "top_") -> dict[str, pa.Array]:
             f"{prefix}y": _fixed(top.y), f"{prefix}x": _fixed(top.x)}
 
 
+def _map_columns(top: TopK) -> dict[str, pa.Array]:
+    """Per unit: its k candidates' activation maps, flattened (k * h * w values), and the map's h and w; nulls
+    and zeros for a layer without maps, so that every layer's rows share one schema."""
+    u = top.columns
+    if top.maps is None:
+        return {"top_map": pa.nulls(u, pa.list_(pa.float32())), "map_h": pa.array(np.zeros(u, np.int32)),
+                "map_w": pa.array(np.zeros(u, np.int32))}
+    k, _, h, w = top.maps.shape
+    flat = np.ascontiguousarray(top.maps.transpose(1, 0, 2, 3)).ravel()
+    offsets = pa.array(np.arange(u + 1, dtype=np.int32) * (k * h * w))
+    return {"top_map": pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32())),
+            "map_h": pa.array(np.full(u, h, np.int32)), "map_w": pa.array(np.full(u, w, np.int32))}
+
+
 def _topk_of(table: pa.Table, rows: slice, prefix: str = "top_") -> TopK:
-    return TopK(*(_unfixed(table.column(f"{prefix}{name}"), rows, dtype) for name, dtype in
-                  (("value", np.float32), ("index", np.int64), ("y", np.int32), ("x", np.int32))))
+    top = TopK(*(_unfixed(table.column(f"{prefix}{name}"), rows, dtype) for name, dtype in
+                 (("value", np.float32), ("index", np.int64), ("y", np.int32), ("x", np.int32))))
+    if "map_h" in table.column_names and table.column("map_h")[rows.start].as_py():
+        h, w = table.column("map_h")[rows.start].as_py(), table.column("map_w")[rows.start].as_py()
+        arr = table.column("top_map").combine_chunks()[rows.start:rows.stop]
+        flat = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), np.float32)
+        top.maps = flat.reshape(len(arr), top.k, h, w).transpose(1, 0, 2, 3).copy()
+    return top
 
 
 def _groups(table: pa.Table, key: str) -> list[tuple[str, slice]]:
@@ -85,7 +106,7 @@ class TopkShard:
                 "mean": m.mean, "m2": m.m2, "max": m.max, "min": st.minimum, "positive": st.positive,
                 "hist_bins": pa.ListArray.from_arrays(pa.array(offsets), pa.array(nz_bin.astype(np.int16))),
                 "hist_counts": pa.ListArray.from_arrays(pa.array(offsets), pa.array(st.hist[nz_unit, nz_bin])),
-                **_topk_columns(top)}))
+                **_topk_columns(top), **_map_columns(top)}))
         return pa.concat_tables(parts)
 
     @classmethod

@@ -21,18 +21,19 @@ from typing import Any, Callable, Protocol, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+import torch
 
 from models.retry import RetryPolicy
 
-from ..dispatch import ACTOR_OPTIONS, dispatch
+from ..dispatch import ACTOR_OPTIONS, Inline, dispatch
 from ..imagesets import ImageSet
 from ..progress import Progress
-from ..runner import actor_layout, init_ray
+from ..runner import actor_layout, init_ray, runs_inline
 from ..sink import parquet_bytes
 from ..storage import Store
 
 __all__ = ["Shard", "ShardResult", "Payload", "PassSummary", "CommandSummary", "Workers", "make_shards", "run_pass",
-           "cut_crops"]
+           "cut_crops", "per_source"]
 
 _META = b"neuron_atlas"
 
@@ -101,7 +102,8 @@ def make_shards(images: ImageSet, size: int) -> list[Shard]:
 
 
 class Workers:
-    """The pass's Ray actors, started on first use: one per GPU, else `actors` (default 1) on the CPUs."""
+    """The pass's Ray actors, started on first use: one per GPU, else `actors` (default 1) on the CPUs; a run
+    with one worker on this machine (pipelines/runner.runs_inline) holds it in the driver's process, no Ray."""
 
     def __init__(self, cls: type, args: tuple, *, address: str, actors: int | None, gpus_per_actor: float):
         self.cls, self.args, self.address = cls, args, address
@@ -110,6 +112,9 @@ class Workers:
         self.on_gpu = False
 
     def get(self) -> list:
+        if self._actors is None and runs_inline(self.address, self.n):
+            self.on_gpu = torch.cuda.is_available()
+            self._actors = [Inline(self.cls(*self.args))]
         if self._actors is None:
             init_ray(self.address)
             n, resources = actor_layout(self.n, self.gpus_per_actor)
@@ -165,6 +170,36 @@ def run_pass(store: Store, prefix: str, shards: Sequence[Shard], payload: type, 
     return summary
 
 
+def per_source(workers: Workers, sources: Sequence[str], wanted: dict[int, list], job_of: Callable[[tuple, tuple], Any],
+               method: str, on_item: Callable[[int, int, bytes], None], what: str, log=print,
+               per_job: int = 16) -> set[int]:
+    """Send `wanted` (source index -> requests) to the workers' `method` in jobs of `per_job` sources
+    (`job_of(source URIs, their request lists)` builds one); a job returns (per source a list of bytes, one per
+    request, empty when unreadable; failures), and `on_item(index, request number, bytes)` runs on the driver.
+    Returns the indices that could not be read now."""
+    order = sorted(wanted)
+    jobs = [tuple(order[i:i + per_job]) for i in range(0, len(order), per_job)]
+    lost: set[int] = set()
+
+    def submit(actor, job):
+        return getattr(actor, method).remote(job_of(tuple(sources[i] for i in job), tuple(tuple(wanted[i])
+                                                                                          for i in job)))
+
+    def on_result(job, value) -> None:
+        outputs, failed = value
+        for source, reason in failed:
+            log(f"cannot draw {what} from {source} (it was read before): {reason}")
+        for i, items in zip(job, outputs):
+            if not items:
+                lost.add(i)
+            for b, blob in enumerate(items):
+                on_item(i, b, blob)
+
+    if jobs:
+        dispatch(workers.get(), jobs, submit, on_result, log)
+    return lost
+
+
 def cut_crops(workers: Workers, sources: Sequence[str], wanted: dict[int, list[tuple[int, int, int, int]]],
               storage_options, on_crop: Callable[[int, int, bytes], None], log=print,
               per_job: int = 16, retry=None) -> set[int]:
@@ -173,24 +208,6 @@ def cut_crops(workers: Workers, sources: Sequence[str], wanted: dict[int, list[t
     indices that could not be read now."""
     from .worker import CropJob
 
-    order = sorted(wanted)
-    jobs = [tuple(order[i:i + per_job]) for i in range(0, len(order), per_job)]
-    lost: set[int] = set()
-
-    def submit(actor, job):
-        return actor.crops.remote(CropJob(tuple(sources[i] for i in job), tuple(tuple(wanted[i]) for i in job),
-                                          storage_options, retry or RetryPolicy()))
-
-    def on_result(job, value) -> None:
-        pngs, failed = value
-        for source, reason in failed:
-            log(f"cannot cut crops from {source} (it was read before): {reason}")
-        for i, crops in zip(job, pngs):
-            if not crops:
-                lost.add(i)
-            for b, png in enumerate(crops):
-                on_crop(i, b, png)
-
-    if jobs:
-        dispatch(workers.get(), jobs, submit, on_result, log)
-    return lost
+    return per_source(workers, sources, wanted,
+                      lambda srcs, boxes: CropJob(srcs, boxes, storage_options, retry or RetryPolicy()), "crops",
+                      on_crop, "crops", log, per_job)

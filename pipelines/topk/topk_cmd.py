@@ -28,6 +28,12 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--images", required=True, help=IMAGES_HELP)
     g.add_argument("--k", type=int, default=9, help="images kept per unit")
     g.add_argument("--snapshot", help="snapshot name in the output paths; default: the weights file's stem")
+    g.add_argument("--maps", action=argparse.BooleanOptionalAction, default=True,
+                   help="store each conv unit's activation map with its examples (Parquet) and draw it over the "
+                        "image, its maximum ringed (default on)")
+    g.add_argument("--attribution", action="store_true",
+                   help="also draw, for every example, where in the image its activation comes from: gradient x "
+                        "input, smoothed (one backward pass per example)")
     g = add_execution_flags(p)
     g.add_argument("--shard-size", type=int, default=256, help="images per shard (the unit of work and of resume)")
     g.add_argument("--batch-size", type=int, help="images per forward pass (default 8 on CPU, 128 on GPU)")
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                     layer_units=tuple(args.layer_units), k=args.k, snapshot=args.snapshot, out=args.out,
                     storage_options=storage, shard_size=args.shard_size, batch_size=args.batch_size,
                     actors=args.actors, gpus_per_actor=args.gpus_per_actor, address=args.address,
-                    storage_retry_s=args.storage_retry_s)
+                    storage_retry_s=args.storage_retry_s, maps=args.maps, attribution=args.attribution)
     p = plan_topk(spec)
     if args.dry_run:
         from ..plan_cmd import print_estimate, topk_estimate

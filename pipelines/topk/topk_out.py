@@ -4,13 +4,18 @@ join with it on (model, snapshot, layer, unit):
     topk/examples/model=../snapshot=../layer=../part-<run>.parquet   one row per (unit, rank)
     topk/stats/model=../snapshot=../layer=../part-<run>.parquet      one row per unit
     topk/images/<model>/<snapshot>/<source16>/<y0>_<x0>_<y1>_<x1>.png the crop of each example
+    topk/maps/<model>/<snapshot>/<layer>/<unit>/<source16>.png        a conv unit's map over each example
+    topk/attributions/<model>/<snapshot>/<layer>/<unit>/<source16>.png  its attribution (--attribution)
     topk/shards/<run>/<shard>.parquet                                 the finished shards (resume records)
 
 `examples`: unit, rank (0 = the strongest), activation (the unit's maximum over positions in that image),
 source (the image's URI, `offline:<name>` or `<parquet URI>#<row>`), label, y, x (where the maximum is;
 null for fully connected units), box ([y0, x0, y1, x1], half-open, in the net's input: the image resized so
 its short side is size/0.875 and centre-cropped; the receptive field of (y, x) clipped to it, or the whole
-input), image (the crop's path relative to --out), images (the --images URI), k, run_id. A crop is named by
+input), image (the crop's path relative to --out), images (the --images URI), k, run_id, map (a conv unit's
+activation map in that image, row-major, max-pooled to at most 28 x 28 so its maximum is `activation`), map_h,
+map_w, overlay (the map as a heat map over the image, the maximum ringed: topk/maps/...), attribution (with
+--attribution: tasks/attribution.py's gradient x input over the image: topk/attributions/...). A crop is named by
 its image (a digest of the image set and the source) and its box, so the examples that share a picture
 (every logit unit's whole-image crops of one photo, neighbouring positions' clipped fields) share one file.
 `stats`: unit, count (readable images), mean, std (population), min, max, q01, q05, q25, q50, q75, q95, q99
@@ -23,6 +28,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from tasks.quantiles import QUANTILES, UnitStats
@@ -33,7 +39,8 @@ from ..imagesets import ImageSet
 from ..sink import read_dataset
 from ..storage import Store
 
-__all__ = ["Example", "examples", "examples_table", "stats_table", "crop_path", "part_path", "read_topk",
+__all__ = ["Example", "examples", "examples_table", "stats_table", "crop_path", "figure_path", "part_path",
+           "read_topk",
            "QUANTILE_COLUMNS"]
 
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
@@ -42,6 +49,8 @@ EXAMPLES_SCHEMA = pa.schema([
     ("unit", pa.int32()), ("rank", pa.int32()), ("activation", pa.float64()), ("source", pa.string()),
     ("label", pa.string()), ("y", pa.int32()), ("x", pa.int32()), ("box", pa.list_(pa.int32(), 4)),
     ("image", pa.string()), ("images", pa.string()), ("k", pa.int32()), ("run_id", pa.string()),
+    ("map", pa.list_(pa.float32())), ("map_h", pa.int32()), ("map_w", pa.int32()), ("overlay", pa.string()),
+    ("attribution", pa.string()),
 ])
 STATS_SCHEMA = pa.schema([
     ("unit", pa.int32()), ("count", pa.int64()), ("mean", pa.float64()), ("std", pa.float64()),
@@ -65,6 +74,12 @@ def crop_path(model: str, snapshot: str, images: ImageSet, index: int, box: tupl
     return f"topk/images/{model}/{snapshot}/{source}/{'_'.join(map(str, box))}.png"
 
 
+def figure_path(model: str, snapshot: str, images: ImageSet, index: int, layer: str, unit: int, kind: str) -> str:
+    """The overlay of `kind` ('map' or 'attribution') of one unit on source `index`."""
+    source = hashlib.sha256(f"{images.digest}\n{images.sources[index].uri}".encode()).hexdigest()[:16]
+    return f"topk/{kind}s/{model}/{snapshot}/{layer}/{unit}/{source}.png"
+
+
 class Example(NamedTuple):
     """One row of `examples`, with the source as its index in the image set."""
 
@@ -76,18 +91,24 @@ class Example(NamedTuple):
     x: int | None
     box: tuple[int, int, int, int]
     image: str
+    map: np.ndarray | None = None  # the unit's activation map in this image (conv units, with maps on)
+    overlay: str | None = None  # its heat map over the image
+    attribution: str | None = None  # the attribution overlay (topk --attribution)
 
 
-def examples(top: TopK, channels: list[int], geometry: Geometry | None, size: tuple[int, int], crop
-             ) -> list[Example]:
+def examples(top: TopK, channels: list[int], geometry: Geometry | None, size: tuple[int, int], crop,
+             figure=None, attribution: bool = False) -> list[Example]:
     """The rows of one layer: every real candidate of every unit, with its box; `crop(index, box)` names the
-    crop file."""
+    crop file, `figure(index, unit, kind)` an overlay's."""
     h, w = size
     rows = []
     for col, unit in enumerate(channels):
         for rank, value, index, y, x in top.entries(col):
             box = geometry.box(y, x, h, w) if geometry is not None and y is not None else (0, 0, h, w)
-            rows.append(Example(unit, rank, value, index, y, x, box, crop(index, box)))
+            amap = top.map_of(rank, col)
+            rows.append(Example(unit, rank, value, index, y, x, box, crop(index, box), amap,
+                                figure(index, unit, "map") if amap is not None else None,
+                                figure(index, unit, "attribution") if attribution else None))
     return rows
 
 
@@ -100,6 +121,11 @@ def examples_table(rows: list[Example], images: ImageSet, k: int, run_id: str, m
         "y": [r.y for r in rows], "x": [r.x for r in rows], "box": [list(r.box) for r in rows],
         "image": [None if r.image in missing else r.image for r in rows], "images": [images.uri] * len(rows),
         "k": [k] * len(rows), "run_id": [run_id] * len(rows),
+        "map": [None if r.map is None else r.map.ravel().tolist() for r in rows],
+        "map_h": [None if r.map is None else r.map.shape[0] for r in rows],
+        "map_w": [None if r.map is None else r.map.shape[1] for r in rows],
+        "overlay": [None if r.overlay in missing else r.overlay for r in rows],
+        "attribution": [None if r.attribution in missing else r.attribution for r in rows],
     }, schema=EXAMPLES_SCHEMA)
 
 

@@ -38,9 +38,9 @@ from ..sink import parquet_bytes
 from ..spec import snapshot_name
 from ..storage import Store
 from .records import TopkShard
-from .shards import CommandSummary, Workers, cut_crops, make_shards, run_pass
-from .topk_out import crop_path, examples, examples_table, part_path, stats_table
-from .worker import ImageWorker, TopkJob, default_batch_size
+from .shards import CommandSummary, Workers, cut_crops, make_shards, per_source, run_pass
+from .topk_out import crop_path, examples, examples_table, figure_path, part_path, stats_table
+from .worker import Figure, FigureJob, ImageWorker, TopkJob, default_batch_size
 
 __all__ = ["TopkSpec", "TopkPlan", "plan_topk", "run_topk", "selection", "geometry_of",
            "command_record", "log_ignored"]
@@ -63,6 +63,8 @@ class TopkSpec:
     gpus_per_actor: float = 1.0
     address: str = "local"
     storage_retry_s: float = 120.0
+    maps: bool = True  # conv units' activation maps with their examples, and their overlays
+    attribution: bool = False  # an attribution overlay for every example (one backward pass per example)
 
     def retry(self) -> RetryPolicy:
         return RetryPolicy(budget_s=self.storage_retry_s)
@@ -136,7 +138,8 @@ def plan_topk(spec: TopkSpec) -> TopkPlan:
     snapshot = snapshot_name(spec.snapshot, target.weights_uri)
     model = safe_segment(model_slug(spec.net.model), "model")
     key = json.dumps([model, snapshot, target.weights_sha256, target.entry.preprocessing.describe(), sel, spec.k,
-                      spec.images, images.digest, [REL_ERROR, MIN_ABS, MAX_ABS]])
+                      spec.images, images.digest, [REL_ERROR, MIN_ABS, MAX_ABS],
+                      {"maps": spec.maps, "attribution": spec.attribution}])
     run_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     spec.store().check_writable()
     return TopkPlan(replace(spec, net=pin_build(spec.net, target)), target, images, sel, geometry, model, snapshot,
@@ -182,7 +185,8 @@ def run_topk(plan: TopkPlan, *, log=print) -> CommandSummary:
 
     def submit(actor, shard):
         batch = spec.batch_size or default_batch_size(workers.on_gpu)
-        return actor.topk.remote(TopkJob(shard, layers, spec.k, batch, dict(spec.storage_options), spec.retry()))
+        return actor.topk.remote(TopkJob(shard, layers, spec.k, batch, dict(spec.storage_options), spec.retry(),
+                                         spec.maps))
 
     def merge(part: TopkShard) -> None:
         state[:] = [state[0].merge(part) if state else part]
@@ -200,11 +204,15 @@ def run_topk(plan: TopkPlan, *, log=print) -> CommandSummary:
 
 
 def _write_outputs(plan: TopkPlan, store: Store, result: TopkShard, workers: Workers, log) -> None:
-    """Crops (those not written yet), then each layer's examples part, then its stats part (the done mark)."""
+    """Crops and overlays (those not written yet), then each layer's examples part, then its stats part (the
+    done mark)."""
     spec = plan.spec
     size = plan.target.entry.preprocessing.size
     rows = {layer: examples(result.layers[layer][0], ch, plan.geometry[layer], size,
-                            lambda index, box: crop_path(plan.model, plan.snapshot, plan.images, index, box))
+                            lambda index, box: crop_path(plan.model, plan.snapshot, plan.images, index, box),
+                            lambda index, unit, kind, layer=layer: figure_path(plan.model, plan.snapshot, plan.images,
+                                                                               index, layer, unit, kind),
+                            spec.attribution)
             for layer, ch in plan.selection}
     present = set(store.find(f"topk/images/{plan.model}/{plan.snapshot}", ".png"))
     wanted: dict[int, list] = {}
@@ -219,9 +227,10 @@ def _write_outputs(plan: TopkPlan, store: Store, result: TopkShard, workers: Wor
         lost = cut_crops(workers, sources, wanted, dict(spec.storage_options),
                          lambda i, b, png: writes.append(pool.submit(store.write_bytes, paths[i][b], png)), log,
                          retry=spec.retry())
+        missing = {p for i in lost for p in paths[i]}
+        missing |= _draw_figures(plan, store, rows, workers, pool, writes, log)
         for w in writes:
             w.result()  # a storage fault stops the run here, before any table names the crop
-    missing = {p for i in lost for p in paths[i]}
     for layer, ch in plan.selection:
         store.write_bytes(part_path("examples", plan.model, plan.snapshot, layer, plan.run_id),
                           parquet_bytes(examples_table(rows[layer], plan.images, spec.k, plan.run_id, missing)))
@@ -229,3 +238,29 @@ def _write_outputs(plan: TopkPlan, store: Store, result: TopkShard, workers: Wor
                           parquet_bytes(stats_table(result.layers[layer][1], ch, spec.images, plan.run_id)))
 
 
+def _draw_figures(plan: TopkPlan, store: Store, rows: dict, workers: Workers, pool, writes: list, log) -> set[str]:
+    """Draw the overlays the examples name and that are not under --out yet (on the workers, one read of each
+    image); returns the paths of those whose image could not be read now."""
+    present = {p for kind in ("maps", "attributions")
+               for p in store.find(f"topk/{kind}/{plan.model}/{plan.snapshot}", ".png")}
+    wanted: dict[int, list[Figure]] = {}
+    paths: dict[int, list[str]] = {}
+    for layer, layer_rows in rows.items():
+        shape = plan.target.layers[layer].shape
+        for r in layer_rows:
+            mark = None if r.y is None else ((r.y + 0.5) * plan.target.entry.preprocessing.size[0] / shape[1],
+                                             (r.x + 0.5) * plan.target.entry.preprocessing.size[1] / shape[2])
+            for kind, path, heat in (("map", r.overlay, r.map), ("attribution", r.attribution, None)):
+                if path is not None and path not in present:
+                    present.add(path)
+                    wanted.setdefault(r.index, []).append(Figure(kind, layer, r.unit, r.y, r.x, mark, heat))
+                    paths.setdefault(r.index, []).append(path)
+    if wanted:
+        log(f"drawing {sum(map(len, paths.values())):,} overlays of where units fire")
+    spec = plan.spec
+    batch = spec.batch_size or default_batch_size(workers.on_gpu)
+    lost = per_source(workers, [s.uri for s in plan.images.sources], wanted,
+                      lambda srcs, figs: FigureJob(srcs, figs, batch, dict(spec.storage_options), spec.retry()),
+                      "figures", lambda i, b, png: writes.append(pool.submit(store.write_bytes, paths[i][b], png)),
+                      "overlays", log)
+    return {p for i in lost for p in paths[i]}

@@ -29,17 +29,19 @@ from models.loading import load_net
 from models.retry import RetryPolicy
 from tasks.actor import NetSpec, pick_device
 from tasks.quantiles import UnitStats
-from tasks.topk import TopK, unit_maxima
+from tasks.attribution import gradient_x_input
+from tasks.topk import TopK, unit_maps, unit_maxima
 
 from ..imagesets import read_images
 from ..photos import preprocessing_input
 from ..sink import png_bytes
 from ..storage import Store
+from .overlays import overlay
 from .records import NearestShard, TopkShard
 from .shards import Shard, ShardResult
 
-__all__ = ["ImageWorker", "TopkJob", "NearestJob", "CropJob", "Queries", "PIXEL", "default_batch_size",
-           "label_classes", "labels_are_indices"]
+__all__ = ["ImageWorker", "TopkJob", "NearestJob", "CropJob", "Figure", "FigureJob", "Queries", "PIXEL",
+           "default_batch_size", "label_classes", "labels_are_indices"]
 
 PIXEL = "pixel"  # the pixel space of `nearest`: the net's input-sized [0, 1] RGB image
 
@@ -58,6 +60,7 @@ class TopkJob:
     batch_size: int
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # reading the images (--storage-retry-s)
+    maps: bool = True  # keep each conv unit's activation map with its top-k examples
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,29 @@ class NearestJob:
 class CropJob:
     sources: tuple[str, ...]
     boxes: tuple[tuple[tuple[int, int, int, int], ...], ...]  # per source: (y0, x0, y1, x1) boxes, half-open
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One picture of where a unit fires in one image: `kind` "map" (its stored activation map `heat`) or
+    "attribution" (tasks/attribution.py, computed here), with a ring at `mark` (view pixels) when given."""
+
+    kind: str
+    layer: str
+    channel: int
+    y: int | None
+    x: int | None
+    mark: tuple[float, float] | None
+    heat: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FigureJob:
+    sources: tuple[str, ...]
+    figures: tuple[tuple[Figure, ...], ...]  # per source
+    batch_size: int = 8
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -154,24 +180,33 @@ class ImageWorker:
 
     @torch.no_grad()
     def topk(self, job: TopkJob) -> ShardResult:
-        """The shard's top-k and statistics for every selected unit of every layer of the job."""
+        """The shard's top-k and statistics for every selected unit of every layer of the job; with `job.maps`,
+        each conv unit's top-k carries its examples' activation maps (tasks/topk.unit_maps), kept batch by
+        batch so that only k maps per unit are ever held."""
         t0 = time.perf_counter()
         failed: list[tuple[str, str]] = []
         positions: list[int] = []
         parts: dict[str, list] = {layer: [] for layer, _ in job.layers}
+        running: dict[str, TopK] = {}
         select = {layer: None if ch is None else torch.tensor(ch, device=self.device) for layer, ch in job.layers}
 
         def maxima(layer: str, a: torch.Tensor) -> tuple:
             a = a if select[layer] is None else a.index_select(1, select[layer])
-            return tuple(t.to("cpu", copy=True) if t is not None else None for t in unit_maxima(a.float()))
+            found = tuple(t.to("cpu", copy=True) if t is not None else None for t in unit_maxima(a.float()))
+            return found + ((unit_maps(a).cpu(),) if job.maps and a.dim() == 4 else (None,))
 
         net = self._inference_net(list(parts))
         with Capture(net, list(parts), model_name=self.spec.model, reduce=maxima) as cap:
             for pos, x in self._batches(job, failed):
                 acts = cap(self.net.to_input(x))
+                index = job.shard.start + np.asarray(pos, np.int64)
                 positions += pos
                 for layer, parts_of in parts.items():
-                    parts_of.append(acts[layer])
+                    values, ys, xs, maps = acts[layer]
+                    parts_of.append((values, ys, xs))
+                    if maps is not None:
+                        top = TopK.of(values.numpy(), index, job.k, ys.numpy(), xs.numpy(), maps.numpy())
+                        running[layer] = running[layer].merge(top) if layer in running else top
         index = job.shard.start + np.asarray(positions, np.int64)
         layers = {}
         for layer, chunks in parts.items():
@@ -179,7 +214,8 @@ class ImageWorker:
             values = torch.cat([c[0] for c in chunks]).numpy() if chunks else np.zeros((0, units), np.float32)
             ys = torch.cat([c[1] for c in chunks]).numpy() if chunks and chunks[0][1] is not None else None
             xs = torch.cat([c[2] for c in chunks]).numpy() if chunks and chunks[0][2] is not None else None
-            layers[layer] = (TopK.of(values, index, job.k, ys, xs), UnitStats.of(values))
+            top = running.get(layer) or TopK.of(values, index, job.k, ys, xs)
+            layers[layer] = (top, UnitStats.of(values))
         return ShardResult(TopkShard(layers), len(positions), failed, time.perf_counter() - t0)
 
     def _capture(self, layers: list[str]):
@@ -242,6 +278,34 @@ class ImageWorker:
                 continue
             view = (preprocessing_input(img, self.pre).transpose(1, 2, 0) * 255).round().astype(np.uint8)
             out.append([png_bytes(np.ascontiguousarray(view[y0:y1, x0:x1])) for y0, x0, y1, x1 in boxes])
+        return out, failed
+
+    def figures(self, job: FigureJob) -> tuple[list[list[bytes]], list[tuple[str, str]]]:
+        """PNG bytes of each figure of each source over the net's input view of the image (empty lists for the
+        sources that could not be read), and (source, reason) for those. Attributions run in batches of
+        `job.batch_size` (image, unit) rows through the net as loaded (one forward and backward per batch)."""
+        images, failed = read_images(job.sources, job.storage_options, job.retry)
+        views = [None if img is None else preprocessing_input(img, self.pre) for img in images]
+        heats: dict[tuple[int, int], np.ndarray] = {}
+        rows = [(i, n, f) for i, (v, figs) in enumerate(zip(views, job.figures)) if v is not None
+                for n, f in enumerate(figs) if f.kind == "attribution"]
+        for b in range(0, len(rows), job.batch_size):
+            chunk = rows[b:b + job.batch_size]
+            x = torch.from_numpy(np.stack([views[i] for i, _, _ in chunk])).to(self.device)
+            units = [(f.layer, f.channel, f.y, f.x) for _, _, f in chunk]
+            with Capture(self.net.net, sorted({u[0] for u in units}), model_name=self.spec.model) as cap:
+                maps = gradient_x_input(cap, self.net.to_input(x), units)
+            for (i, n, _), m in zip(chunk, maps.cpu().numpy()):
+                heats[i, n] = m
+        out = []
+        for i, (v, figs) in enumerate(zip(views, job.figures)):
+            if v is None:
+                out.append([])
+                continue
+            rgb = np.ascontiguousarray((v.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+            rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+            out.append([overlay(rgb, heats[i, n] if f.kind == "attribution" else f.heat, f.mark)
+                        for n, f in enumerate(figs)])
         return out, failed
 
 
