@@ -4,7 +4,8 @@ The URI is anything `--images` takes (a photo, a folder or bucket prefix of phot
 bytes, an offline set; pipelines/imagesets.py), read once by the driver. One photo starts every seed; a set
 of N photos needs `--seeds N` (seed i starts from the i-th photo in listing order). Each photo is prepared as
 the net sees real images (pipelines/photos.preprocessing_input: short side resized, centre crop) and named in
-the keys by a digest of those pixels, so another photo, or the same file edited, makes new keys.
+the keys by a digest of those pixels, so another photo, or the same file edited, makes new keys; the run
+writes each as `inits/<digest>.png` under --out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from models.retry import RetryPolicy
 from .imagesets import list_image_set, read_images
 from .photos import preprocessing_input
 
-__all__ = ["InitPhotos", "read_init_photos"]
+__all__ = ["InitPhotos", "read_init_photos", "init_path"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,23 @@ class InitPhotos:
 
     def hyperparams(self) -> dict:
         return {"init": list(self.digests)}
+
+    def write(self, store) -> None:
+        """Each distinct start photo as the net saw it, `inits/<digest>.png` under --out (idempotent), so the
+        site can show a caricature beside its photo (the key's `init` digests name the files)."""
+        from .sink import png_bytes
+
+        present = set(store.find("inits", ".png"))
+        for digest, image in dict(zip(self.digests, self.images)).items():
+            path = init_path(digest)
+            if path not in present:
+                pixels = (np.clip(image, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+                store.write_bytes(path, png_bytes(np.ascontiguousarray(pixels)))
+
+
+def init_path(digest: str) -> str:
+    """The start photo with this digest, relative to --out."""
+    return f"inits/{digest}.png"
 
 
 def read_init_photos(uri: str, seeds: int, pre: Preprocessing, storage_options: Mapping[str, Any],

@@ -274,6 +274,8 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)
     run_id = run_id_of(plan)
     write_manifest(store, run_id, run_record(plan), status="running")
+    if spec.init_photos is not None:
+        spec.init_photos.write(store)
 
     pool = start_actors(spec, plan.code_upper)
     result = synthesize(pool, spec, store, todo, log=log, skip=rewrite)

@@ -83,6 +83,8 @@ def test_the_photos_digest_is_in_the_key_and_each_seed_starts_from_its_own_photo
     rows = sorted(read_units(Store(str(tmp_path / "a"))).to_pylist(), key=lambda r: r["seed"])
     digests = json.loads(rows[0]["hyperparams"])["init"]
     assert len(digests) == 2 and digests[0] != digests[1]
+    start = np.asarray(Image.open(tmp_path / "a" / "inits" / f"{digests[1]}.png"))
+    assert start.shape == (16, 16, 3)  # the photo as the net saw it, for the site
     assert _atlas(tmp_path / "a", "--init", folder) == 0  # the same photos: nothing to do
     Image.fromarray(_photo(7)).save(tmp_path / "photos" / "p1.png")  # an edited photo: new keys
     assert _atlas(tmp_path / "a", "--init", folder) == 0

@@ -196,6 +196,8 @@ class Sweep:
             self.log(f"resuming: skipping {present} items already under {self.spec.atlas.out}; {len(todo)} to go")
         self.log(f"snapshots {', '.join(weights)}: {len(todo)} items")
         self._write_manifest("running", force=True)
+        if self.base.spec.init_photos is not None:
+            self.base.spec.init_photos.write(self.store)
         if self.pool is None:
             net = replace(self.base.spec.net, weights=BUILT_WEIGHTS)
             self.pool = start_actors(self.base.spec, self.base.code_upper, net=net)
