@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The default atlas, the real photos that drive its units most (with where they fire), and the site over both.
+# ARGS go to `atlas`, TOPK_ARGS to `topk` (give both the same --model/--layers when ARGS changes them).
 atlas: $(STAMP)
 	$(BIN)/neuron-atlas atlas --out ./atlas-out $(ARGS)
+	$(BIN)/neuron-atlas topk --images offline-photos --attribution --out ./atlas-out $(TOPK_ARGS)
 	$(BIN)/neuron-atlas report ./atlas-out
-	@echo "results: ./atlas-out (images/ PNGs, units/ and activations/ Parquet, manifest.json); the browsable atlas: ./atlas-out/site/index.html"
+	@echo "results: ./atlas-out (images/ PNGs, units/ and activations/ Parquet, topk/ examples with maps, manifest.json); the browsable atlas: ./atlas-out/site/index.html"
 
 # Debian's chromium and chromium-driver: the report's browser tests and benchmark drive them (apt, as root or with sudo)
 browser:

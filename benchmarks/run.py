@@ -19,10 +19,11 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
      measures of DGN-AM on both Fashion nets, its ablations and image AM against real photos, unless
      --skip-dgn;
   10. the pipeline at a million items (benchmarks/scale_bench.py), unless --skip-scale;
-  11. the optimization step itself (benchmarks/step_bench.py): subnormal flushing, coarse views, torch.compile.
-Writes a Markdown report and a JSON file with every figure. A section left out with --skip-* keeps the figures
-of the previous JSON file, marked in the report as carried over from an earlier run. It is a command and a
-report, not a test. `--device cuda` on a machine without CUDA stops at once with one line.
+  11. the optimization step itself (benchmarks/step_bench.py): subnormal flushing, coarse views, torch.compile;
+  12. facets (benchmarks/facets_bench.py): diversity, caricatures and DGN-AM from a photo, unless --skip-facets.
+Writes a Markdown report (benchmarks/markdown.py) and a JSON file with every figure. A section left out with
+--skip-* keeps the figures of the previous JSON file, marked in the report as carried over from an earlier run.
+It is a command and a report, not a test. `--device cuda` on a machine without CUDA stops at once with one line.
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
 from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
 
+from .facets_bench import measure_facets
 from .lucent_peer import lucent_available, plain_model, time_lucent
-from .quality import measure_quality, quality_report
-from .report_bench import measure_report, report_lines
-from .snapshots_bench import measure_snapshots, snapshots_report
-from .step_bench import measure_step, step_report
-from .topk_bench import measure_topk, topk_report
-from .video_bench import measure_video, video_report
+from .markdown import report
+from .quality import measure_quality
+from .report_bench import measure_report
+from .snapshots_bench import measure_snapshots
+from .step_bench import measure_step
+from .topk_bench import measure_topk
+from .video_bench import measure_video
 
 MIXED = (("features.3", 12), ("features.10", 12), ("classifier.1", 12))
 
@@ -210,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     ap.add_argument("--skip-step", action="store_true", help="skip the step section (torch.compile and friends)")
+    ap.add_argument("--skip-facets", action="store_true",
+                    help="skip diversity, caricatures and DGN-AM from a photo (with their contact sheets)")
     args = ap.parse_args(argv)
     q = args.quick
     log = lambda m: print(m, flush=True)  # noqa: E731
@@ -284,6 +289,8 @@ def main(argv=None) -> int:
         results["scale"] = measure_scale(args.quick, log=log)
     if not args.skip_step:
         results["step"] = measure_step(str(device), log)
+    if not args.skip_facets:
+        results["facets"] = measure_facets(log, steps=8 if q else 256)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -294,7 +301,7 @@ def _topk(args, results: dict, log) -> None:
 
 
 SCALE_JSON = "benchmarks/scale.json"
-SECTIONS = ("quality", "topk", "report", "snapshots", "video", "dgn_fashion", "scale", "step", "ray")
+SECTIONS = ("quality", "topk", "report", "snapshots", "video", "dgn_fashion", "scale", "step", "ray", "facets")
 
 
 def _finish(args, results: dict, log, quality: bool) -> int:
@@ -323,93 +330,9 @@ def _finish(args, results: dict, log, quality: bool) -> int:
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     with open(args.out, "w") as f:
-        f.write(report(results))
+        f.write(report(results))  # benchmarks/markdown.py
     log(f"wrote {args.out} and {args.json}")
     return 0
-
-
-def report(r: dict) -> str:
-    m = r["machine"]
-    carried = r.get("carried_over", [])
-    lines = ["# Benchmarks", "",
-             f"Measured by `python -m benchmarks.run{' --quick' if r['quick'] else ''}` (`make bench`) in one run on "
-             f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), device "
-             f"`{r['device']}`{', ' + m['gpu'] if 'gpu' in m else ''}. Dense fp32 matmul in the same run: "
-             f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s."
-             + (f" Sections carried over from an earlier run (left out of this one with --skip-*): "
-                f"{', '.join(carried)}." if carried else ""), "",
-             "| workload | items | steps | batched items/s | one-at-a-time items/s | batched speed-up | "
-             "GFLOP per item-step | achieved GFLOP/s | of matmul |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for key in ("image_am", "dgn_am", "dgn_alexnet"):
-        if key not in r:
-            continue
-        x = r[key]
-        lines.append(f"| {x['name']} | {x['items']} | {x['steps']} | {x['batched_items_per_s']:.3f} | "
-                     f"{x['single_items_per_s']:.3f} | {x['speedup_vs_single']:.2f}x | "
-                     f"{x['flops_per_item_step'] / 1e9:.2f} | {x['achieved_flops'] / 1e9:.1f} | "
-                     f"{x['fraction_of_matmul']:.0%} |")
-    if "optimizations" in r:
-        o = r["optimizations"]
-        lines += ["", f"**What the model-level optimizations buy** (image AM, batched, same units): the plain "
-                  f"torchvision module (NCHW, stock BatchNorm) takes {o['plain_s']:.1f} s, ours (channels_last, "
-                  f"BatchNorm folded into a per-channel multiply-add) {o['optimized_s']:.1f} s: "
-                  f"**{o['speedup']:.2f}x**."]
-    if "lucent" in r:
-        lu = r["lucent"]
-        lines += ["", f"**Against Lucent** (torch-lucent 0.1.8, one unit at a time, matched work: same model and "
-                  f"weights, 224 px, {lu['steps']} steps, same unit objectives at the same positions, Lucent's "
-                  "transforms off and its normalization on, pixel parameterization without FFT/decorrelation; "
-                  "ours: image-space AM with preset `none`): Lucent "
-                  f"{lu['items_per_s']:.3f} items/s, ours batched {r['image_am']['batched_items_per_s']:.3f} "
-                  f"items/s — **{lu['ours_speedup']:.2f}x**. Lucent runs the plain torchvision module with the "
-                  "same weights, as its users load it; on our frozen-BatchNorm channels_last copy it takes "
-                  f"{lu['seconds_on_our_frozen_model']:.1f} s, and ours is {lu['ours_speedup_same_model']:.2f}x "
-                  "faster (truncation and batching alone)."]
-    if "ray" in r:
-        ra = r["ray"]
-        lines += ["", f"**Through Ray** (`run_atlas`, local cluster, one actor, {ra['items']} items, "
-                  f"{ra['steps']} steps, MobileNetV2 features.3, features.10, classifier.1): wall {ra['wall_s']:.1f} s, "
-                  f"actors synthesizing {ra['synth_fraction']:.1%} of it — overhead "
-                  f"{ra['overhead_fraction']:.1%} (Ray start-up, actor start, Parquet/PNG writes that "
-                  "did not overlap compute)."]
-    if "per_hour" in r:
-        ph = r["per_hour"]
-        lines += ["", f"**Units·seeds per hour**, DGN-AM DeePSiM-fc6 + AlexNet at 227 px, 200 steps, batch "
-                  f"{ph['batch']}, on `{r['device']}`: **{ph['items_per_hour']:,.0f}** ({ph['items']} items in "
-                  f"{ph['seconds']:.1f} s)."]
-    if r["device"] == "cpu":
-        lines += ["", "**GPU:** no GPU machine was lent to this task, so the GPU figures (units·seeds per hour "
-                  "for DeePSiM-fc6 + AlexNet at 227 px and 200 steps, target ≥ 50,000 per hour on one H100-class "
-                  "GPU; ≥ 10x Lucent) are not measured yet. On a GPU machine: "
-                  "`make bench ARGS='--device cuda --per-hour 2048'`."]
-    if "quality" in r:
-        lines += quality_report(r["quality"])
-    if "topk" in r:
-        lines += topk_report(r["topk"])
-    if "snapshots" in r:
-        lines += snapshots_report(r["snapshots"])
-    if "report" in r:
-        lines += report_lines(r["report"])
-    if "video" in r:
-        lines += video_report(r["video"])
-    if "scale" in r:
-        from .scale_bench import scale_report
-
-        lines += scale_report(r["scale"])
-    if "step" in r:
-        lines += step_report(r["step"])
-    if "dgn_fashion" in r:
-        from .dgn_quality import table
-
-        lines += ["", "**DGN-AM on Fashion-MNIST** (benchmarks/dgn_quality.py; README 'Learned priors' says what "
-                  "each measure is): (a) judge probability over shifts and scalings, (b) realism against real "
-                  "photos (real ≈ 1), (c) sharpness and (d) seed diversity relative to real photos, (e) the "
-                  "smallest distance to a training photo (images closer than real photos' 5th percentile).", "",
-                  table(r["dgn_fashion"])]
-    lines += ["", f"Peak resident memory of the benchmark process: {r['peak_rss_mib']:.0f} MiB"
-              + (f"; peak GPU memory {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else "."), ""]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

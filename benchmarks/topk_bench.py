@@ -99,9 +99,9 @@ def plain_loop(paths: list[str], weights: str) -> tuple[float, dict]:
     return seconds, {layer: [-max(h)[1] for h in heaps[layer]] for layer in LAYERS}
 
 
-def ours_in_process(paths: list[str], threads: int) -> tuple[float, dict, float]:
-    """ImageWorker on shards of 64, merged; returns (seconds, top-1 source index per unit, the driver's seconds
-    per shard to receive and merge one)."""
+def ours_in_process(paths: list[str], threads: int, maps: bool = True) -> tuple[float, dict, float]:
+    """ImageWorker on shards of 64, merged (with or without the conv units' activation maps); returns (seconds,
+    top-1 source index per unit, the driver's seconds per shard to receive and merge one)."""
     from pipelines.imagesets import ImageSet, Source
     from pipelines.topk.shards import make_shards
     from pipelines.topk.worker import ImageWorker, TopkJob, default_batch_size
@@ -110,11 +110,12 @@ def ours_in_process(paths: list[str], threads: int) -> tuple[float, dict, float]
     worker = ImageWorker(NetSpec("mobilenet_v2"), threads=threads)
     batch = default_batch_size(on_gpu=False)
     shards = make_shards(ImageSet("bench", tuple(Source(p) for p in paths)), 64)
-    worker.topk(TopkJob(shards[0], tuple((layer, None) for layer in LAYERS), K, batch))  # warm-up
+    layers = tuple((layer, None) for layer in LAYERS)
+    worker.topk(TopkJob(shards[0], layers, K, batch, maps=maps))  # warm-up
     t0 = time.perf_counter()
     merged, parts = None, []
     for shard in shards:
-        part = worker.topk(TopkJob(shard, tuple((layer, None) for layer in LAYERS), K, batch)).payload
+        part = worker.topk(TopkJob(shard, layers, K, batch, maps=maps)).payload
         merged = part if merged is None else merged.merge(part)
         parts.append(part)
     seconds = time.perf_counter() - t0
@@ -127,19 +128,23 @@ def ours_in_process(paths: list[str], threads: int) -> tuple[float, dict, float]
     return seconds, {layer: merged.layers[layer][0].index[0].tolist() for layer in LAYERS}, merge_s
 
 
-def end_to_end(folder: str, n: int) -> dict:
-    """`run_topk` through a local Ray cluster, into a temporary --out."""
+def end_to_end(folder: str, n: int, maps: bool = True) -> dict:
+    """`run_topk` through a local Ray cluster, into a temporary --out (with maps: their overlays too)."""
     from pipelines.topk.topk_run import TopkSpec, plan_topk, run_topk
     from tasks.actor import NetSpec
+
+    def files(out: str, kind: str) -> int:
+        return sum(1 for _r, _d, names in os.walk(os.path.join(out, "topk", kind)) for _ in names)
 
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         plan = plan_topk(TopkSpec(net=NetSpec("mobilenet_v2"), layers=LAYERS, images=folder, k=K, out=out,
-                                  shard_size=64))
+                                  shard_size=64, address="local-ray", maps=maps))
         summary = run_topk(plan, log=lambda m: None)
         wall = time.perf_counter() - t0
-        crops = sum(1 for _r, _d, files in os.walk(os.path.join(out, "topk", "images")) for _ in files)
-    return {"seconds": wall, "images_per_s": n / wall, "pass_s": summary.pass_.wall_s, "crops": crops}
+        crops, overlays = files(out, "images"), files(out, "maps")
+    return {"seconds": wall, "images_per_s": n / wall, "pass_s": summary.pass_.wall_s, "crops": crops,
+            "overlays": overlays}
 
 
 def per_image_constants(paths: list[str]) -> dict:
@@ -186,21 +191,27 @@ def measure_topk(n: int, log=print) -> dict:
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
         paths = make_images(folder, n)
-        plain, ours, tops = [], [], {}
+        plain, ours, no_maps, tops = [], [], [], {}
         for _ in range(2):
             s, tops["plain"] = plain_loop(paths, packaged_mobilenet_v2())
             plain.append(s)
             s, tops["ours"], merge_s = ours_in_process(paths, threads)
             ours.append(s)
-            log(f"topk: plain loop {n / plain[-1]:.2f} images/s, ours in process {n / ours[-1]:.2f} images/s")
+            no_maps.append(ours_in_process(paths, threads, maps=False)[0])
+            log(f"topk: plain loop {n / plain[-1]:.2f} images/s, ours in process {n / ours[-1]:.2f} images/s "
+                f"({n / no_maps[-1]:.2f} without maps)")
         e2e = end_to_end(folder, n)
-        log(f"topk: ours end to end through Ray {e2e['images_per_s']:.2f} images/s ({e2e['seconds']:.1f} s wall)")
+        e2e_plain = end_to_end(folder, n, maps=False)
+        log(f"topk: ours end to end through Ray {e2e['images_per_s']:.2f} images/s ({e2e['seconds']:.1f} s wall, "
+            f"{e2e['overlays']} overlays); without maps {e2e_plain['images_per_s']:.2f} images/s")
         constants = {**per_image_constants(paths), "merge_s_per_shard": merge_s}
     units = sum(len(t) for t in tops["plain"].values())
     agree = sum(a == b for layer in LAYERS for a, b in zip(tops["plain"][layer], tops["ours"][layer])) / units
     result = {"images": n, "units": units, "k": K, "layers": list(LAYERS), "threads": threads,
               "plain_images_per_s": n / min(plain), "ours_images_per_s": n / min(ours),
               "speedup": min(plain) / min(ours), "end_to_end": e2e, "top1_agreement": agree,
+              "no_maps_images_per_s": n / min(no_maps), "maps_cost": min(ours) / min(no_maps) - 1,
+              "end_to_end_no_maps": e2e_plain,
               "constants": constants,
               "estimate": {str(cores): imagenet_estimate(constants, units, cores) for cores in (4, 16)}}
     log(f"topk: {result['speedup']:.2f}x the plain loop; top-1 agrees for {agree:.1%} of {units} units")
@@ -217,11 +228,19 @@ def topk_report(r: dict) -> list[str]:
              "| | images/s |", "|---|---|",
              f"| plain loop: one image at a time, full forward pass, Python max-tracker per unit (the toolbox's "
              f"find_max) | {r['plain_images_per_s']:.2f} |",
-             f"| ours, in process (ImageWorker: batches of 8, BatchNorm folded, maxima in the capture hook, exact merge) "
-             f"| "
-             f"{r['ours_images_per_s']:.2f} |",
+             f"| ours, in process (ImageWorker: batches of 8, BatchNorm folded, maxima and activation maps in the "
+             f"capture hook, exact merge) | {r['ours_images_per_s']:.2f} |",
+             *([f"| ours, in process, without activation maps (`--no-maps`) | {r['no_maps_images_per_s']:.2f} |"]
+               if "no_maps_images_per_s" in r else []),
              f"| ours, end to end through Ray (`run_topk`: Ray start, shard records, {r['end_to_end']['crops']} crops, "
-             f"Parquet) | {r['end_to_end']['images_per_s']:.2f} |", "",
+             + (f"{r['end_to_end']['overlays']} map overlays, " if "overlays" in r["end_to_end"] else "")
+             + f"Parquet) | {r['end_to_end']['images_per_s']:.2f} |",
+             *([f"| ours, end to end through Ray, `--no-maps` | {r['end_to_end_no_maps']['images_per_s']:.2f} |"]
+               if "end_to_end_no_maps" in r else []), "",
+             *([f"**Activation maps** (each conv unit's map kept with its top-{r['k']}, max-pooled to at most 28 a "
+                f"side) cost **{r['maps_cost']:.0%}** of the in-process throughput; end to end they add the "
+                f"overlay pictures ({r['end_to_end']['overlays']:,} here, one per conv example), drawn on the "
+                f"workers.", ""] if "maps_cost" in r else []),
              f"**{r['speedup']:.2f}x** the plain loop in process; the top-1 image agrees for "
              f"{r['top1_agreement']:.1%} of the units"
              + (" (the others are float ties between batch sizes)." if r["top1_agreement"] < 1 else "."), "",

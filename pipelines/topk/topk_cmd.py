@@ -23,7 +23,8 @@ IMAGES_HELP = ("a folder or bucket prefix of .jpg/.png images (recursive; folder
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("topk", help="the top-k real images of every unit, and per-unit activation statistics")
     add_model_flags(p)
-    g = add_selection_flags(p, "comma-separated layer paths ('neuron-atlas layers' lists them)",
+    g = add_selection_flags(p, "comma-separated layer paths ('neuron-atlas layers' lists them); default: the "
+                            "model's demo selection (the units a default atlas draws)",
                             "'all' (default), '0:64', '3,17,42'")
     g.add_argument("--images", required=True, help=IMAGES_HELP)
     g.add_argument("--k", type=int, default=9, help="images kept per unit")

@@ -106,11 +106,18 @@ def _channels(layer: str, spec: str, target: LoadedNet, model: str) -> list[int]
 
 def selection(layers: tuple[str, ...], units: str, layer_units, target: LoadedNet, model: str
               ) -> list[tuple[str, list[int]]]:
-    """(layer, channels) for every listed layer; UserInputError for unknown layers or units."""
-    if not layers:
-        raise UserInputError(f"pass --layers; 'neuron-atlas layers --model {model}' lists them")
+    """(layer, channels) for every listed layer, else for the model's default selection (the units a default
+    atlas synthesizes, so `topk` without --layers explains them); UserInputError for unknown layers or units."""
+    if layers:
+        chosen = select_layers(layers, units, layer_units, target.layers, model)
+    else:
+        default = getattr(target.entry, "default_selection", ())
+        if not default:
+            raise UserInputError(f"pass --layers; 'neuron-atlas layers --model {model}' lists them")
+        overrides = dict(layer_units)
+        chosen = [(layer, overrides.get(layer, spec)) for layer, spec in default]
     out = []
-    for layer, spec in select_layers(layers, units, layer_units, target.layers, model):
+    for layer, spec in chosen:
         if safe_segment(layer, "layer") != layer:
             raise UserInputError(f"layer name {layer!r} cannot name an output path")
         out.append((layer, _channels(layer, spec, target, model)))
