@@ -42,8 +42,9 @@ def _png(store: Store, rel: str | None) -> Image.Image:
     return Image.open(io.BytesIO(store.read_bytes(rel))).convert("RGB")
 
 
-def topk_figure(store: Store, units: Sequence[tuple[str, int]], tile: int = 112) -> Image.Image:
-    """One row per (layer, unit): its preferred input (seed 0 of the first method found) and its top-k crops."""
+def topk_figure(store: Store, units: Sequence[tuple[str, int]], tile: int = 112, maps: bool = True) -> Image.Image:
+    """One row per (layer, unit): its preferred input (seed 0 of the first method found) and its top-k crops;
+    with `maps`, below it the rows of the examples' activation-map and attribution overlays that exist."""
     synth = {}
     for r in sorted(read_units(store).to_pylist(), key=lambda r: (r["seed"], r["method"])):
         synth.setdefault((r["layer"], r["unit"]), r)
@@ -54,13 +55,22 @@ def topk_figure(store: Store, units: Sequence[tuple[str, int]], tile: int = 112)
     images, labels, titles = [], [], []
     for layer, unit in units:
         s, ex = synth.get((layer, unit)), examples.get((layer, unit), [])
-        titles.append((len(titles), f"{layer} unit {unit}: preferred input | top {len(ex)} real images "
+        titles.append((len(images) // (1 + k), f"{layer} unit {unit}: preferred input | top {len(ex)} real images "
                                     f"(crop = receptive field of the maximum)"))
         images.append(_png(store, s["image"] if s else None))
         labels.append(f"{s['method']} a={s['activation_final']:.1f}" if s else "no preferred input")
         for r in ex + [None] * (k - len(ex)):
             images.append(_png(store, r["image"] if r else None))
             labels.append(f"a={r['activation']:.1f} {r['label'] or ''}".strip() if r else "")
+        for column, what in (("overlay", "where it fires: its activation map over each image, maximum ringed"),
+                             ("attribution", "where its activation comes from: gradient x input, smoothed")):
+            if maps and any(r.get(column) for r in ex):
+                titles.append((len(images) // (1 + k), what))
+                images.append(Image.new("RGB", _BLANK, "white"))
+                labels.append("")
+                for r in ex + [None] * (k - len(ex)):
+                    images.append(_png(store, r.get(column) if r else None))
+                    labels.append("")
     return contact_sheet(images, labels, columns=1 + k, tile=tile, rows_titles=titles)
 
 
