@@ -1,6 +1,7 @@
 """Fast tests of `neuron-atlas report` on synthetic outputs (benchmarks/synthetic_out.py: the real writers, no
 net, no Ray): the queries, the seed-choice rule, relative links that resolve, incremental rewriting, the site
-outside OUT, the query page's snippets run as printed, and bad input."""
+outside OUT, the query page's snippets run as printed, the index's strips of tiles, and bad input. The
+facets, caricatures and top-k views of a real run: tests/test_report_sections.py."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from benchmarks.synthetic_out import LAYER, MODEL, synthetic_out
 from pipelines.report.build import ReportSpec, build_site
 from pipelines.report.choice import representative
 from pipelines.report.layer_pages import unit_ranges
-from pipelines.report.paths import href, relative
+from pipelines.report.overview import STRIP_TILES
+from pipelines.report.paths import href, relative, snapshot_anchor
 from pipelines.report.queries import LayerKey, constraint_unit, load_atlas
+from pipelines.report.starts import init_digest, start_of
 from pipelines.storage import Store
 from tests.report_pages import broken_links, links_of, site_pages
 
@@ -95,6 +98,14 @@ def test_ties_go_to_the_lowest_seed_then_method():
     assert representative([_row(0, 1.0, "image"), _row(0, 1.0, "dgn")])["method"] == "dgn"
 
 
+def test_caricatures_only_when_nothing_started_from_noise():
+    photo = '{"init":["00000000000000aa","00000000000000bb"]}'
+    rows = [_row(0, 1.0), _row(1, 9.0, hp=photo), _row(2, 2.0, hp='{"diversity":{"weight":1}}')]
+    assert [start_of(r) for r in rows] == ["noise", "photo", "diverse"]
+    assert representative(rows)["seed"] == 2 and representative(rows[1:2])["seed"] == 1
+    assert init_digest(rows[1]) == "00000000000000bb" and init_digest(rows[0]) is None
+
+
 def test_least_preferred_inputs_only_when_nothing_else():
     mins = [_row(0, -1.0, objective="min unit(l, 0)"), _row(1, -5.0, objective="min unit(l, 0)")]
     assert representative(mins + [_row(2, -9.0)])["seed"] == 2
@@ -159,6 +170,21 @@ def test_unit_page_shows_seeds_topk_nearest_inverse_snapshots_and_video(site):
     unit3 = (site_dir / LAYER_DIR / "unit-3.html").read_text()
     assert "acc 0.60" in unit3 and 'class="accuracy"' in unit3 and "filmstrips/block.7/3.png" in unit3
     assert 'data-units="0-29"' in text[29]
+    assert "Facets" not in text[0] and "Caricatures" not in text[0]  # only independent seeds here
+    assert 'class="views"' not in text[0]  # no overlays among the synthetic top-k examples: no toggle
+
+
+def test_the_index_shows_each_layers_strongest_units_as_tiles(site):
+    site_dir, _ = site
+    data = load_atlas(Store(str(site_dir.parent)))
+    text = (site_dir / "index.html").read_text()
+    for key, units in sorted(data.units.items()):
+        section = text.split(f'<section id="{snapshot_anchor(key.model, key.snapshot)}"', 1)[1]
+        strip = section.split(f'aria-label="strongest units of {key.layer}"', 1)[1].split("</ul>", 1)[0]
+        shown = [int(u) for u in re.findall(r'href="[^"]*/unit-(\d+)\.html"', strip)]
+        ranked = sorted(units, key=lambda u: (-max(r["activation_final"] for r in units[u]), u))
+        assert shown == ranked[:STRIP_TILES] and strip.count("<img ") == STRIP_TILES
+    assert broken_links(site_dir / "index.html", site_dir.parent) == []
 
 
 # --- incremental --------------------------------------------------------------------------------------------
@@ -265,3 +291,4 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, out):
     assert rc == 2 and "OUT" in err and err.count("\n") == 0
     rc, err = _cli(str(out), "--page-size", "0")
     assert rc == 2 and "--page-size 0" in err
+

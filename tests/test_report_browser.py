@@ -1,8 +1,10 @@
 """`neuron-atlas report` end to end, in a real headless Chromium (Debian's chromium + chromium-driver, installed
 by `make browser`): a site generated from a small real run (atlas, topk, nearest and inverse on the tiny
 self-loading net) loads with no console error and no failed request, every link and image resolves, the
-jump box and the arrow keys reach the right unit, the pages read without JavaScript and from disk; and the
-site generated from and onto the S3 server resolves there and loads from it. Screenshots of each page are
+jump box and the arrow keys reach the right unit, the pages read without JavaScript and from disk; the
+facets, caricatures, top-k view toggle and index strips of a tinynet run (tests/report_pages.facets_out) show
+loaded images, over HTTP and from file://; and the site generated from and onto the S3 server resolves there
+and loads from it. Screenshots of each page are
 saved under the folder printed at the start (REPORT_SCREENSHOTS to choose it)."""
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 
 from tests.browser import chromium, chromium_paths, problems, screenshot, serve
 from tests.helpers import run_cli
-from tests.report_pages import PageLinks
+from tests.report_pages import FACETS_LAYER, PageLinks, facets_out
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +216,71 @@ def test_report_from_and_onto_s3(small_run):
                     _settle(driver)
                     assert problems(driver) == [], f"{site}/{page}"
                     assert driver.execute_script("return Array.from(document.images).every(i => i.naturalWidth > 0)")
+
+
+@pytest.fixture(scope="module")
+def facets_run(tmp_path_factory):
+    """OUT with facets, caricatures and top-k maps and attributions (tinynet, in process), and its site."""
+    from pipelines.report.build import ReportSpec, build_site
+
+    out = facets_out(tmp_path_factory.mktemp("report-facets"))
+    build_site(ReportSpec(out=str(out)), log=lambda m: None)
+    unit = next((out / "site").glob(f"*/*/{FACETS_LAYER}/unit-0.html"))
+    return out, str(unit.relative_to(out))
+
+
+_LOADED = "return Array.from(document.querySelectorAll(arguments[0])).map(i => i.complete && i.naturalWidth > 0)"
+
+
+def _switch_views(driver) -> None:
+    """Each view of the first top-k run in turn, then back to crops: every image shows that view's PNG."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    toggle = driver.find_element(By.CSS_SELECTOR, "fieldset.views")
+    assert toggle.is_displayed()
+    figures = toggle.get_attribute("data-for")
+    views = [r.get_attribute("value") for r in toggle.find_elements(By.CSS_SELECTOR, "input[type=radio]")]
+    assert views == ["crop", "map", "attribution"]
+    folders = {"crop": "/topk/images/", "map": "/topk/maps/", "attribution": "/topk/attributions/"}
+    for view in [*views[1:], "crop"]:
+        toggle.find_element(By.CSS_SELECTOR, f"input[value={view}]").click()
+        imgs = f"#{figures} img"
+        WebDriverWait(driver, 5).until(lambda d: all(d.execute_script(_LOADED, imgs)))
+        shown = driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(i => [i.src, i.parentElement.href])",
+            imgs)
+        assert shown and all(folders[view] in src and src == href and src.endswith(".png") for src, href in shown)
+
+
+def test_facets_caricatures_view_toggle_and_index_strips_show_their_images(facets_run, shots):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out, unit_page = facets_run
+    with serve(out) as server, chromium() as driver:
+        driver.get(server.url(unit_page))
+        _settle(driver)
+        for section, images in (("facets", 4), ("caricatures", 4)):  # 2 seeds a column; 2 photo-caricature pairs
+            assert driver.find_element(By.ID, section).is_displayed()
+            assert driver.execute_script(_LOADED, f"#{section} img") == [True] * images, section
+        photos = driver.find_elements(By.CSS_SELECTOR, "#caricatures img.photo")
+        assert [p.get_attribute("src").rsplit("/", 2)[1] for p in photos] == ["inits", "inits"]
+        _switch_views(driver)
+        screenshot(driver, shots / "report-facets-unit.png", full_page=True)
+        assert problems(driver, server) == []
+        driver.get(server.url("site/index.html"))
+        _settle(driver)
+        strip = driver.execute_script(_LOADED, "ul.tiles img")
+        assert strip and all(strip)
+        screenshot(driver, shots / "report-facets-index.png", full_page=True)
+        first = driver.find_element(By.CSS_SELECTOR, "ul.tiles a.tile")
+        target = first.get_attribute("href")
+        first.click()
+        WebDriverWait(driver, 10).until(lambda d: d.current_url == target)
+        assert problems(driver, server) == []
+        # offline, from file://: the toggle works there too
+        driver.get((out / unit_page).as_uri())
+        _settle(driver)
+        _switch_views(driver)
+        assert problems(driver) == []

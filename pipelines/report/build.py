@@ -98,7 +98,7 @@ def _lay_out(spec: ReportSpec, out: Store, site: Store, log: Callable[[str], Non
                              f"results; run 'neuron-atlas atlas --out {spec.out}' first")
     locator = Locator(out, site, spec.thumb_px)
     location = out.root if out.local else out.uri
-    pages = [index_page(data, location), query_page(data, location)]
+    pages = [index_page(data, location, locator), query_page(data, location)]
     snapshots = SnapshotIndex(data)
     for key in data.layers():
         pages += layer_pages(data, key, locator, spec.page_size, location)

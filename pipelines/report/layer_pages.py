@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .choice import RULE, representative
+from .choice import RULE, least_preferred, representative
 from .paths import INDEX, Locator, layer_page, snapshot_anchor, unit_page
 from .queries import AtlasData, LayerKey
 from .render import Page, fmt_number
@@ -60,7 +60,7 @@ def _tile(data: AtlasData, key: LayerKey, unit: int, locator: Locator) -> dict:
     tile = {"unit": unit, "page": unit_page(key, unit), "kind": "none", "thumb": None, "activation": None,
             "note": "nothing to show"}
     if rep is not None:
-        least = str(rep.get("objective") or "").startswith("min ")
+        least = least_preferred(rep)
         tile.update(kind="least" if least else "synthetic", thumb=locator.thumb(rep["image"]),
                     activation=rep["activation_final"], note=f"seed {rep['seed']}, {rep['method']}"
                     + (", least-preferred" if least else ""))

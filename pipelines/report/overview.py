@@ -3,27 +3,43 @@ the query page (DuckDB and pandas over this OUT's real paths).
 
 Counts per snapshot and layer: units (with anything to show), seeds and methods (distinct values in
 `units/`), synthesized images (`units/` rows), and whether top-k, nearest, inverse-set, snapshot and video
-outputs exist. The run summary lists each entry of `manifest.json`: command, model, weights and their
-digests, method, layers, item counts, status, times and package versions.
+outputs exist. Under each layer's row, a strip of its strongest units (`best_tiles`: the grid's thumbnails of
+the units with the highest final activation), each linking its unit page. The run summary lists each entry of
+`manifest.json`: command, model, weights and their digests, method, layers, item counts, status, times and
+package versions.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .paths import INDEX, QUERY, layer_page, snapshot_anchor, unit_page
+from .choice import least_preferred, representative, strength
+from .paths import INDEX, QUERY, Locator, layer_page, snapshot_anchor, unit_page
 from .queries import AtlasData, LayerKey
-from .render import Page
+from .render import Page, fmt_number
 
-__all__ = ["index_page", "query_page"]
+__all__ = ["index_page", "query_page", "best_tiles", "STRIP_TILES"]
+
+STRIP_TILES = 8  # tiles under each layer's row of the index
 
 
-def _layer_row(data: AtlasData, key: LayerKey) -> dict:
+def best_tiles(data: AtlasData, key: LayerKey, locator: Locator, count: int = STRIP_TILES) -> list[dict]:
+    """The layer's strongest units: each unit's grid image (`choice.representative`), least-preferred ones
+    left out, the `count` highest final activations first (ties: the lower unit), as thumbnails."""
+    reps = [(u, representative(rows)) for u, rows in data.units.get(key, {}).items()]
+    preferred = [(u, r) for u, r in reps if r is not None and not least_preferred(r)]
+    best = sorted(preferred, key=lambda ur: (-strength(ur[1]), ur[0]))[:count]
+    return [{"unit": u, "page": unit_page(key, u), "thumb": locator.thumb(r["image"]),
+             "activation": r.get("activation_final"),
+             "alt": f"unit {u}, preferred input, activation {fmt_number(r.get('activation_final'))}"} for u, r in best]
+
+
+def _layer_row(data: AtlasData, key: LayerKey, locator: Locator) -> dict:
     rows = [r for rs in data.units.get(key, {}).values() for r in rs]
     return {"layer": key.layer, "path": layer_page(key), "units": len(data.layer_units(key)), "images": len(rows),
             "seeds": len({r["seed"] for r in rows}), "methods": sorted({str(r["method"]) for r in rows}),
             "topk": sum(1 for k, _ in data.topk if k == key), "inverse": sum(1 for k, _ in data.inverse if k == key),
-            "videos": sum(1 for k, _ in data.videos if k == key)}
+            "videos": sum(1 for k, _ in data.videos if k == key), "strip": best_tiles(data, key, locator)}
 
 
 def _runs(manifest: dict) -> list[dict]:
@@ -44,13 +60,13 @@ def _runs(manifest: dict) -> list[dict]:
     return out
 
 
-def index_page(data: AtlasData, out_uri: str) -> Page:
+def index_page(data: AtlasData, out_uri: str, locator: Locator) -> Page:
     snapshots: dict[tuple[str, str], list[LayerKey]] = defaultdict(list)
     for key in data.layers():
         snapshots[(key.model, key.snapshot)].append(key)
     models: dict[str, list[dict]] = defaultdict(list)
     for (model, snapshot), keys in sorted(snapshots.items()):
-        layers = [_layer_row(data, k) for k in keys]
+        layers = [_layer_row(data, k, locator) for k in keys]
         rows = [r for k in keys for rs in data.units.get(k, {}).values() for r in rs]
         models[model].append({
             "name": snapshot, "anchor": snapshot_anchor(model, snapshot), "layers": layers,
@@ -59,7 +75,7 @@ def index_page(data: AtlasData, out_uri: str) -> Page:
     return Page(INDEX, "index.html", {
         "page": INDEX, "out": out_uri, "crumbs": [{"label": "atlas", "path": INDEX}], "prev": None, "next": None,
         "models": [{"name": m, "snapshots": s} for m, s in sorted(models.items())], "runs": _runs(data.manifest),
-        "notes": data.notes, "has": _has(data)})
+        "notes": data.notes, "has": _has(data), "thumb_px": locator.thumb_px})
 
 
 def _has(data: AtlasData) -> dict:

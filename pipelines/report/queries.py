@@ -7,6 +7,7 @@
   - `inverse/runs` with their `inverse/samples`, under every unit a run constrains (`inverse`);
   - `tracking/` rows (snapshot sweeps) per (model, layer, unit), and `videos/` rows per unit (`tracking`,
     `videos`): the slots the `snapshots` and `video` commands fill;
+  - the start photos of `--init` runs that exist under OUT (`inits`: paths such as `inits/<digest>.png`);
   - `manifest.json`.
 A unit's key is `(LayerKey(model, snapshot, layer), unit)`, with the path-safe names of the hive partitions.
 Outputs that are absent give empty mappings. A dataset that is present but lacks the columns a page needs is
@@ -58,6 +59,7 @@ class AtlasData:
     inverse: dict[UnitKey, list[dict]] = field(default_factory=dict)  # run rows, each with "samples"
     tracking: dict[tuple[str | None, str, int], list[dict]] = field(default_factory=dict)
     videos: dict[UnitKey, list[dict]] = field(default_factory=dict)
+    inits: set[str] = field(default_factory=set)  # start photos present under OUT (pipelines/init_photos.py)
     manifest: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -100,6 +102,7 @@ def load_atlas(store: Store) -> AtlasData:
     _load_inverse(store, data)
     _load_tracking(store, data)
     _load_videos(store, data)
+    data.inits = set(store.find("inits", ".png"))
     try:
         data.manifest = json.loads(store.read_bytes("manifest.json"))
     except FileNotFoundError:

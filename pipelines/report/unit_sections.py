@@ -1,7 +1,8 @@
 """The optional sections of a unit page, each built only from outputs that exist under OUT (else empty):
 
   - `topk_section`: per top-k run (image set), the unit's activation statistics and its top-k real images
-    (the crops `neuron-atlas topk` saved) with activation and source;
+    (the crops `neuron-atlas topk` saved) with activation and source, and the other views of them that it
+    drew (`overlay`: where a conv unit fires; `attribution`: gradient x input), which a toggle switches to;
   - `nearest_section`: per synthesized image of the unit and nearest run, the sheet and the neighbours table;
   - `inverse_section`: every inverse-set run that constrains the unit: ranges, status, sheet and samples;
   - `snapshot_section`: the unit across training snapshots, a filmstrip (one image per snapshot, chosen
@@ -24,10 +25,12 @@ from .paths import Locator, unit_page
 from .queries import AtlasData, LayerKey
 from .render import fmt_number
 
-__all__ = ["topk_section", "nearest_section", "inverse_section", "snapshot_section", "video_section",
+__all__ = ["TOPK_VIEWS", "topk_section", "nearest_section", "inverse_section", "snapshot_section", "video_section",
            "SnapshotIndex", "plot_geometry"]
 
 SAMPLES_SHOWN = 24
+TOPK_VIEWS = (("crop", "crops"), ("map", "activation maps"), ("attribution", "attribution"))
+_VIEW_COLUMNS = (("crop", "image"), ("map", "overlay"), ("attribution", "attribution"))
 _STATS = ("count", "mean", "std", "min", *QUANTILE_COLUMNS, "max", "positive_share")
 _VIDEO_KNOWN = {"model", "snapshot", "layer", "unit", "y", "x", "seed", "steps", "activation_start",
                 "activation_final", "activation_best"}
@@ -37,7 +40,19 @@ def _name(source: str) -> str:
     return source.rsplit("/", 1)[-1].rsplit(":", 1)[-1] if source else ""
 
 
+def _example(e: dict, unit: int, locator: Locator) -> dict:
+    """One top-k example: its crop and, where `topk` drew them, its activation-map and attribution overlays
+    (`views`: view name -> site path, the crop's always first)."""
+    views = {v: locator.file(e[c]) for v, c in _VIEW_COLUMNS if e.get(c)} if e["image"] else {}
+    return {"rank": e["rank"], "activation": e["activation"], "source": e["source"], "name": _name(e["source"]),
+            "label": e.get("label"), "box": e.get("box"), "image": views.get("crop"), "views": views,
+            "alt": f"real image ranked {e['rank'] + 1} for unit {unit}: {_name(e['source'])}, "
+                   f"activation {fmt_number(e['activation'])}"}
+
+
 def topk_section(data: AtlasData, key: LayerKey, unit: int, locator: Locator) -> list[dict]:
+    """Per top-k run: its examples, statistics, and `views` ([name, label] of each view of the examples that
+    some example has: crops, then activation maps and attributions when drawn; more than one: a toggle)."""
     stats = {s["run_id"]: s for s in data.stats.get((key, unit), [])}
     runs: dict[str, list[dict]] = defaultdict(list)
     for e in data.topk.get((key, unit), []):
@@ -45,14 +60,11 @@ def topk_section(data: AtlasData, key: LayerKey, unit: int, locator: Locator) ->
     out = []
     for run_id in sorted(set(runs) | set(stats)):
         rows, st = runs.get(run_id, []), stats.get(run_id)
+        examples = [_example(e, unit, locator) for e in rows]
         out.append({
             "run_id": run_id, "images": (rows[0] if rows else st)["images"], "k": rows[0]["k"] if rows else None,
-            "stats": [[c, st[c]] for c in _STATS if c in st] if st else [],
-            "examples": [{"rank": e["rank"], "activation": e["activation"], "source": e["source"],
-                          "name": _name(e["source"]), "label": e.get("label"), "box": e.get("box"),
-                          "image": locator.file(e["image"]) if e["image"] else None,
-                          "alt": f"real image ranked {e['rank'] + 1} for unit {unit}: {_name(e['source'])}, "
-                                 f"activation {fmt_number(e['activation'])}"} for e in rows]})
+            "stats": [[c, st[c]] for c in _STATS if c in st] if st else [], "examples": examples,
+            "views": [[v, label] for v, label in TOPK_VIEWS if any(v in e["views"] for e in examples)]})
     return out
 
 

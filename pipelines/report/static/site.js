@@ -1,4 +1,5 @@
-// neuron-atlas report: the jump-to-unit box and keyboard navigation. Every page reads fine without it.
+// neuron-atlas report: the jump-to-unit box, keyboard navigation and the top-k view toggle. Every page reads fine
+// without it (the toggle stays hidden; each example's caption links its other views).
 (function () {
   "use strict";
 
@@ -29,6 +30,22 @@
       }
       status.textContent = "";
       window.location.href = "unit-" + n + ".html";
+    });
+  });
+
+  // the top-k view toggle: every element of the figures that carries data-crop shows data-<view> instead
+  // (an image its src, a link its href), or its crop where that view was not drawn
+  document.querySelectorAll("fieldset.views").forEach(function (box) {
+    var figures = document.getElementById(box.dataset.for);
+    if (!figures) return;
+    box.hidden = false;
+    box.addEventListener("change", function (event) {
+      var view = event.target.value;
+      figures.dataset.view = view;
+      figures.querySelectorAll("[data-crop]").forEach(function (el) {
+        var url = el.getAttribute("data-" + view) || el.getAttribute("data-crop");
+        el.setAttribute(el.tagName === "IMG" ? "src" : "href", url);
+      });
     });
   });
 
