@@ -86,15 +86,25 @@ class TopK:
         maps = None if maps is None else np.asarray(maps, np.float32)
         return cls(values, np.ascontiguousarray(index), y, x, maps)._best(k)
 
-    def merge(self, other: "TopK") -> "TopK":
-        """The k best of both (k = the larger of the two); exact, associative and commutative. Maps survive
-        only when both sides carry them."""
+    def merge(self, other: "TopK", k: int | None = None) -> "TopK":
+        """The k best of both (default k: the larger of the two); exact, associative and commutative. Maps
+        survive only when both sides carry them. `other` may be unsorted candidates (a batch's, `candidates`)."""
         if other.columns != self.columns:
             raise ValueError(f"cannot merge top-k over {self.columns} and {other.columns} columns")
         both = TopK(*(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays())))
         if self.maps is not None and other.maps is not None:
             both.maps = np.concatenate([self.maps, other.maps])
-        return both._best(max(self.k, other.k))
+        return both._best(k or max(self.k, other.k))
+
+    @classmethod
+    def candidates(cls, values: np.ndarray, index: np.ndarray, y: np.ndarray | None = None,
+                   x: np.ndarray | None = None, maps: np.ndarray | None = None) -> "TopK":
+        """N candidates per column as they come (unsorted, unpadded): the other side of `merge(..., k)`."""
+        n, u = values.shape
+        y = np.full((n, u), -1, np.int32) if y is None else np.asarray(y, np.int32)
+        x = np.full((n, u), -1, np.int32) if x is None else np.asarray(x, np.int32)
+        index = np.ascontiguousarray(np.broadcast_to(np.asarray(index, np.int64)[:, None], (n, u)))
+        return cls(np.asarray(values, np.float32), index, y, x, maps)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.values, self.index, self.y, self.x
@@ -103,8 +113,8 @@ class TopK:
         values = np.where(np.isnan(self.values), -np.inf, self.values)
         order = np.lexsort((self.index, -values), axis=0)[:k]
         picked = TopK(*(np.take_along_axis(a, order, 0) for a in (values, self.index, self.y, self.x)))
-        if self.maps is not None:
-            picked.maps = np.take_along_axis(self.maps, order[:, :, None, None], 0)
+        if self.maps is not None:  # whole maps gathered by (row, column): no per-cell index arrays
+            picked.maps = self.maps[order, np.arange(self.columns)[None, :]]
         if picked.k < k:  # fewer candidates than k: pad (padding sorts last)
             pad = TopK.empty(k - picked.k, self.columns, None if self.maps is None else self.maps.shape[2:])
             maps = None if self.maps is None else np.concatenate([picked.maps, pad.maps])

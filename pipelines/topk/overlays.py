@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["overlay", "heat_colours", "OVERLAY_SIZE"]
+__all__ = ["overlay", "Backdrop", "heat_colours", "OVERLAY_SIZE"]
 
 OVERLAY_SIZE = 160
 
@@ -35,21 +35,27 @@ def _scaled(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
 
 
-def overlay(view: np.ndarray, heat: np.ndarray, mark: tuple[float, float] | None) -> bytes:
-    """PNG bytes: `heat` [h, w] (any range; scaled to its own min..max) over `view` uint8 [H, W, 3], with a ring
-    at `mark` (row, column in view pixels) when given."""
-    h, w = view.shape[:2]
-    scale = min(1.0, OVERLAY_SIZE / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    base = np.asarray(Image.fromarray(view).resize(size, Image.BILINEAR), np.float32)
-    m = _scaled(heat)
-    m = np.asarray(Image.fromarray(m).resize(size, Image.BILINEAR), np.float32)
+class Backdrop:
+    """The dimmed view that every overlay of one image is drawn on (resized once per image)."""
+
+    def __init__(self, view: np.ndarray):
+        h, w = view.shape[:2]
+        self.scale = min(1.0, OVERLAY_SIZE / max(h, w))
+        self.size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        self.pixels = np.asarray(Image.fromarray(view).resize(self.size, Image.BILINEAR), np.float32) * 0.6
+
+
+def overlay(view: np.ndarray | Backdrop, heat: np.ndarray, mark: tuple[float, float] | None) -> bytes:
+    """PNG bytes: `heat` [h, w] (any range; scaled to its own min..max) over `view` uint8 [H, W, 3] (or its
+    Backdrop), with a ring at `mark` (row, column in view pixels) when given."""
+    back = view if isinstance(view, Backdrop) else Backdrop(view)
+    m = np.asarray(Image.fromarray(_scaled(heat)).resize(back.size, Image.BILINEAR), np.float32)
     alpha = (0.15 + 0.75 * np.clip(m, 0, 1))[..., None]
-    blended = (1 - alpha) * base * 0.6 + alpha * heat_colours(m)
+    blended = (1 - alpha) * back.pixels + alpha * heat_colours(m)
     img = Image.fromarray(np.clip(blended, 0, 255).round().astype(np.uint8))
     if mark is not None:
-        cy, cx = mark[0] * scale, mark[1] * scale
-        r = max(3.0, 0.05 * max(size))
+        cy, cx = mark[0] * back.scale, mark[1] * back.scale
+        r = max(3.0, 0.05 * max(back.size))
         draw = ImageDraw.Draw(img)
         draw.ellipse((cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1), outline=(0, 0, 0), width=1)
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(0, 255, 255), width=2)

@@ -36,7 +36,7 @@ from ..imagesets import read_images
 from ..photos import preprocessing_input
 from ..sink import png_bytes
 from ..storage import Store
-from .overlays import overlay
+from .overlays import Backdrop, overlay
 from .records import NearestShard, TopkShard
 from .shards import Shard, ShardResult
 
@@ -193,7 +193,7 @@ class ImageWorker:
         def maxima(layer: str, a: torch.Tensor) -> tuple:
             a = a if select[layer] is None else a.index_select(1, select[layer])
             found = tuple(t.to("cpu", copy=True) if t is not None else None for t in unit_maxima(a.float()))
-            return found + ((unit_maps(a).cpu(),) if job.maps and a.dim() == 4 else (None,))
+            return found + ((unit_maps(a).to("cpu", copy=True),) if job.maps and a.dim() == 4 else (None,))
 
         net = self._inference_net(list(parts))
         with Capture(net, list(parts), model_name=self.spec.model, reduce=maxima) as cap:
@@ -204,9 +204,10 @@ class ImageWorker:
                 for layer, parts_of in parts.items():
                     values, ys, xs, maps = acts[layer]
                     parts_of.append((values, ys, xs))
-                    if maps is not None:
-                        top = TopK.of(values.numpy(), index, job.k, ys.numpy(), xs.numpy(), maps.numpy())
-                        running[layer] = running[layer].merge(top) if layer in running else top
+                    if maps is not None:  # only the k best maps per unit are kept, batch by batch
+                        top = TopK.candidates(values.numpy(), index, ys.numpy(), xs.numpy(), maps.numpy())
+                        running[layer] = (running[layer] if layer in running else
+                                          TopK.empty(job.k, top.columns, top.maps.shape[2:])).merge(top, job.k)
         index = job.shard.start + np.asarray(positions, np.int64)
         layers = {}
         for layer, chunks in parts.items():
@@ -303,8 +304,8 @@ class ImageWorker:
                 out.append([])
                 continue
             rgb = np.ascontiguousarray((v.transpose(1, 2, 0) * 255).round().astype(np.uint8))
-            rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
-            out.append([overlay(rgb, heats[i, n] if f.kind == "attribution" else f.heat, f.mark)
+            back = Backdrop(np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb)
+            out.append([overlay(back, heats[i, n] if f.kind == "attribution" else f.heat, f.mark)
                         for n, f in enumerate(figs)])
         return out, failed
 
