@@ -2,8 +2,10 @@
 
 The `lucid` style's step on MobileNetV2 logits (the real weights), 4 items per batch, in process, milliseconds
 per item-step (best of two alternating runs of `STEPS` steps each), for what was tried on the step itself:
-flushing subnormal floats (on, the actors' setting, against off), progressive resolution (views at 0.7 of the
-input size, as the style's first half of the steps), and `torch.compile` of the whole net (forward and the
+flushing subnormal floats (on, the actors' setting, against off), BatchNorm folded into the convolutions (the
+actors' synthesis copy, tasks/actor.SynthesisActor.synthesis_net, against the net as loaded), progressive
+resolution (views at 0.7 of the input size, as the style's first half of the steps), and `torch.compile` of the
+whole net (forward and the
 backward pass to the input; its compile time beside its step time). The figures say what is kept: the actors
 flush subnormals on CPUs and the style uses coarse views; `torch.compile` is not used (see the report).
 """
@@ -64,6 +66,7 @@ def measure_step(device: str = "cpu", log=print, compile_net: bool = True) -> di
     coarse = replace(full, coarse_scale=0.7, coarse_until=1.0)  # every step coarse: the coarse step's cost
     _ms_per_item_step(actor, full, 2)  # warm-up
     rows: dict[str, list[float]] = {"full-size views, subnormals flushed": [], "subnormals not flushed": [],
+                                    "BatchNorm not folded into the convolutions": [],
                                     "coarse views (0.7 of the input)": []}
     for _ in range(2):
         rows["full-size views, subnormals flushed"].append(_ms_per_item_step(actor, full))
@@ -71,6 +74,9 @@ def measure_step(device: str = "cpu", log=print, compile_net: bool = True) -> di
             torch.set_flush_denormal(False)
             rows["subnormals not flushed"].append(_ms_per_item_step(actor, full))
             torch.set_flush_denormal(True)
+        actor.synthesis_net = lambda layers: actor.target.net  # the net as loaded: a frozen BatchNorm per conv
+        rows["BatchNorm not folded into the convolutions"].append(_ms_per_item_step(actor, full))
+        del actor.synthesis_net  # the class's method again
         rows["coarse views (0.7 of the input)"].append(_ms_per_item_step(actor, coarse))
     result = {"batch": BATCH, "steps": STEPS, "device": str(actor.device),
               "ms": {k: min(v) for k, v in rows.items() if v}}
