@@ -98,11 +98,15 @@ class Diversity:
 
     def __init__(self, weight: float, layer: str, groups: Sequence[Sequence[int]]):
         self.weight, self.layer, self.groups = weight, layer, [list(g) for g in groups]
+        self._group_of = torch.empty(sum(map(len, self.groups)), dtype=torch.long)
+        for g, rows in enumerate(self.groups):
+            self._group_of[rows] = g
 
     def __call__(self, acts: Mapping[str, torch.Tensor], objective: torch.Tensor) -> torch.Tensor:
-        scale = torch.zeros_like(objective)
+        group_of = self._group_of.to(objective.device)
         magnitude = objective.detach().abs()
-        for rows in self.groups:
-            idx = torch.tensor(rows, device=objective.device)
-            scale = scale.index_fill(0, idx, float(magnitude.index_select(0, idx).mean()))
+        sums = torch.zeros(len(self.groups), dtype=magnitude.dtype, device=magnitude.device)
+        sums = sums.index_add(0, group_of, magnitude)
+        sizes = torch.bincount(group_of, minlength=len(self.groups)).to(magnitude.dtype)
+        scale = (sums / sizes)[group_of]  # each row's group mean |objective|, without a device sync
         return self.weight / 2 * scale * gram_cosine(acts[self.layer], self.groups).to(objective.dtype)

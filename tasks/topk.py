@@ -92,9 +92,19 @@ class TopK:
         if other.columns != self.columns:
             raise ValueError(f"cannot merge top-k over {self.columns} and {other.columns} columns")
         both = TopK(*(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays())))
-        if self.maps is not None and other.maps is not None:
-            both.maps = np.concatenate([self.maps, other.maps])
+        maps = [self._maps_like(other), other._maps_like(self)]
+        if all(m is not None for m in maps):
+            both.maps = np.concatenate(maps)
         return both._best(k or max(self.k, other.k))
+
+    def _maps_like(self, other: "TopK") -> np.ndarray | None:
+        """This side's maps; NaN maps of `other`'s shape when this side has none and no real candidate either
+        (a shard whose images were all unreadable must not drop the other shards' maps)."""
+        if self.maps is not None or other.maps is None:
+            return self.maps
+        if (self.index != NO_SOURCE).any():
+            return None
+        return np.full((self.k, self.columns, *other.maps.shape[2:]), np.nan, np.float32)
 
     @classmethod
     def candidates(cls, values: np.ndarray, index: np.ndarray, y: np.ndarray | None = None,

@@ -132,3 +132,12 @@ def test_gradient_x_input_points_at_what_the_unit_sees():
     assert m.shape == (1, 32, 32) and float(m.max()) == pytest.approx(1.0)
     y, xx = np.unravel_index(int(m[0].argmax()), (32, 32))
     assert abs(y - 8.5) <= 3 and abs(xx - 20.5) <= 3
+
+
+def test_an_empty_shard_keeps_the_others_maps():
+    values = np.arange(6, dtype=np.float32).reshape(3, 2)
+    with_maps = TopK.of(values, np.arange(3), 2, maps=np.ones((3, 2, 4, 4), np.float32))
+    empty = TopK.of(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), 2)
+    for merged in (with_maps.merge(empty), empty.merge(with_maps)):
+        assert merged.maps is not None and (merged.index[:, 0] == [2, 1]).all()
+        np.testing.assert_array_equal(merged.maps, with_maps.maps)
