@@ -111,3 +111,12 @@ def test_folded_copy_gives_the_same_activations_and_input_gradients_for_synthesi
         torch.testing.assert_close(acts[1][layer], acts[0][layer], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
     assert grads[0].abs().max() > 1e-3
+
+
+def test_the_actor_folds_once_for_every_layer_set_that_keeps_the_same_convolutions():
+    from tasks.actor import NetSpec, SynthesisActor
+
+    actor = SynthesisActor(NetSpec("tinynet", weights="random"))
+    a, b = actor.synthesis_net(["fc"]), actor.synthesis_net(["features.1", "fc"])
+    assert a is b  # neither set captures a convolution
+    assert actor.synthesis_net(["features.0"]) is not a  # a captured conv is kept as it is: another copy
