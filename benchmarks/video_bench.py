@@ -70,8 +70,8 @@ def one_run(frames: int, way: str, steps: int, device: str, method: str, model: 
     from tasks.loop import optimize
     from tasks.objectives import per_item, unit
     from tasks.video import pool_time, video_parameterization
-    from tasks.video_actor import VideoActor, VideoNetSpec
-    from tasks.video_forward import VideoForward
+    from tasks.video.actor import VideoActor, VideoNetSpec
+    from tasks.video.forward import VideoForward
 
     dgn = method == "dgn"
     name, size = MODELS[model]

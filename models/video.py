@@ -15,7 +15,7 @@ so no channel count can be mistaken for it. Layouts (`VideoLayer.layout`):
   clip    [B, ...]    once per clip (a head on the last step or on pooled features)
 `VideoLayer.info` is the LayerInfo of ONE time step (units = dim 0 of a frame's output, conv maps keep H x W),
 so unit addressing (models/units.py) works unchanged. The per-frame module is the outermost module that is
-given the frames as images `[N, 3, H, W]`; tasks/video_forward.py runs it in chunks with checkpointing.
+given the frames as images `[N, 3, H, W]`; tasks/video/forward.py runs it in chunks with checkpointing.
 `VideoNetEntry` is a NetEntry whose probe input is a clip, so `load_net` (and the actors) load video models.
 """
 

@@ -3,7 +3,7 @@
 `ActivityNet` follows LRCN's shape at toy size: a 3-layer conv net on each 32 x 32 frame (`cnn`, the
 per-frame module: conv layers `cnn.0`, `cnn.2`, `cnn.4`, then `cnn.7`, a 64-d frame code), an LSTM over the
 frame codes (`lstm`, batch first) and a linear head (`fc`). Registered twice, for the two label sets of
-tasks/activities.py:
+tasks/video/activities.py:
 - `video-motion`: 7 activities (left, right, up, down, grow, shrink, blink); scores the clip from the LSTM's
   last step, `[B, C]`: only frame order tells left from right.
 - `video-appearance`: 4 shapes (square, disc, triangle, cross); scores every frame, `[B, T, C]`, and a clip's

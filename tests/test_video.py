@@ -15,9 +15,9 @@ from tasks.actor import WorkItem
 from tasks.dgn import DGNConfig, initial_codes
 from tasks.image_am import ImageAMConfig
 from tasks.video import VideoConfig, frame_seed, pool_time, temporal_change, video_parameterization
-from tasks.video_actor import VideoActor, VideoBatch, VideoNetSpec
-from tasks.video_forward import VideoForward
-from tasks.video_order import order_scores, permutations
+from tasks.video.actor import VideoActor, VideoBatch, VideoNetSpec
+from tasks.video.forward import VideoForward
+from tasks.video.order import order_scores, permutations
 from tests.video_nets import ClipNet, LoopNet
 
 CLIP = "tests.video_nets:clip_net"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from models.preprocess import Preprocessing
-from tasks.activities import MOTIONS, SHAPES, make_clips
-from tasks.video_order import order_scores
-from tasks.video_train import clip_logits, first_classes, train_video_classifier
+from tasks.video.activities import MOTIONS, SHAPES, make_clips
+from tasks.video.order import order_scores
+from tasks.video.train import clip_logits, first_classes, train_video_classifier
 from tests.video_nets import ClipNet
 
 

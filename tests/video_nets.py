@@ -1,7 +1,7 @@
 """Tiny video models (CNN + LSTM) for the tests, importable as `tests.video_nets:<builder>` by the CLI.
 
 Each takes clips [B, T, 3, S, S] (S = 8 unless built otherwise) and keeps time in a different layout, so the
-tracer (models/video.py) and the chunked forward (tasks/video_forward.py) are tested on all of them.
+tracer (models/video.py) and the chunked forward (tasks/video/forward.py) are tested on all of them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `python -m pipelines.video.demo [--out video-demo-out] [--docs docs]` does, in one process (one Ray start):
 1. trains `video-motion` (7 activities, scored from the LSTM's last step: needs frame order) and
    `video-appearance` (4 shapes, per-frame scores averaged: any frame tells) on procedural activity clips
-   (tasks/activities.py, tasks/video_train.py; fresh clips every step), saving OUT/models/<model>.pt;
+   (tasks/video/activities.py, tasks/video/train.py; fresh clips every step), saving OUT/models/<model>.pt;
 2. writes 140 held-out clips twice, labelled by activity (H.264 MP4s, OUT/clips/motion/<activity>/) and by
    shape (lossless WebPs, OUT/clips/shape/<shape>/);
 3. runs `neuron-atlas video` for every class of both models (16 frames, one image per frame) and
@@ -23,8 +23,8 @@ import time
 import torch
 
 from models.video_demo import DEMO_PRE, appearance_net, motion_net
-from tasks.activities import MOTIONS, SHAPES, make_clips
-from tasks.video_train import accuracy, train_video_classifier
+from tasks.video.activities import MOTIONS, SHAPES, make_clips
+from tasks.video.train import accuracy, train_video_classifier
 
 from ..cli import main as cli
 from ..storage import Store

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 
 import pyarrow as pa
 
-from tasks.video_actor import OrderJob, VideoActor
+from tasks.video.actor import OrderJob, VideoActor
 
 from ..dispatch import dispatch
 from ..manifest import utc_now, write_manifest

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.video import VideoConfig
-from tasks.video_actor import VideoItemResult
+from tasks.video.actor import VideoItemResult
 
 from ..keys import ItemKey, batch_digest
 from ..sink import UNITS_SCHEMA, done_keys, parquet_bytes

@@ -16,7 +16,7 @@ from models.layers import expand_layers, is_layer_pattern
 from models.video import VideoNet, load_video_net
 from tasks.actor import NetSpec
 from tasks.video import VideoConfig
-from tasks.video_actor import VideoNetSpec
+from tasks.video.actor import VideoNetSpec
 
 from ..spec import AtlasSpec, Plan, plan
 

@@ -2,7 +2,7 @@
 
 The atlas's machinery end to end: keys already in `videos/` are dropped first (a rerun prints `nothing to
 do`, a resumed run computes only what is missing), actors start through `runner.start_actors` (as
-tasks/video_actor.VideoActor), batches never span a (model, snapshot, layer) partition and go out through
+tasks/video/actor.VideoActor), batches never span a (model, snapshot, layer) partition and go out through
 `dispatch` (lost workers' batches are re-queued), and each finished batch is written once by the driver
 (pipelines/video/outputs.py). A batch holds `--batch-size` videos; by default as many as keep about 64
 frames per batch on a CPU actor (512 on a GPU).
@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from tasks.video_actor import VideoActor, VideoBatch
+from tasks.video.actor import VideoActor, VideoBatch
 
 from ..dispatch import dispatch
 from ..manifest import run_record, utc_now, write_manifest

@@ -3,9 +3,9 @@
 It loads the video model through the same machinery (weights from any URI, frozen, on its device), traces its
 time layouts once (models/video.py), and serves two kinds of jobs:
 - `video(VideoBatch)`: a batch of (unit, seed) items, each a T-frame video optimized by the ONE loop
-  (tasks/loop.py) through `video_parameterization` (tasks/video.py), the per-frame CNN chunked and
-  checkpointed (tasks/video_forward.py); then the frame-order scores of every synthesized video
-  (tasks/video_order.py). Frames come back as uint8, exactly the frames `act_final` was measured on.
+  (tasks/loop.py) through `video_parameterization` (tasks/video/parameterization.py), the per-frame CNN chunked and
+  checkpointed (tasks/video/forward.py); then the frame-order scores of every synthesized video
+  (tasks/video/order.py). Frames come back as uint8, exactly the frames `act_final` was measured on.
 - `order(OrderJob)`: the frame-order scores of real clips (decoded by the driver) for the selected units,
   with the model's decision (arg-max of its time-pooled output) as given, reversed and shuffled.
 Like its parent, it does no storage I/O beyond loading weights.
@@ -22,14 +22,14 @@ import torch
 from models.units import Unit
 from models.video import VideoNetEntry, as_video_entry, trace_video
 
-from .actor import NetSpec, SynthesisActor, WorkItem
-from .dgn import DGNConfig
-from .image_am import ImageAMConfig
-from .loop import optimize
-from .objectives import ObjectiveSpec, per_item
-from .video import VideoConfig, pool_time, video_parameterization
-from .video_forward import VideoForward
-from .video_order import order_scores
+from ..actor import NetSpec, SynthesisActor, WorkItem
+from ..dgn import DGNConfig
+from ..image_am import ImageAMConfig
+from ..loop import optimize
+from ..objectives import ObjectiveSpec, per_item
+from .parameterization import VideoConfig, pool_time, video_parameterization
+from .forward import VideoForward
+from .order import order_scores
 
 __all__ = ["VideoNetSpec", "VideoBatch", "VideoItemResult", "VideoBatchResult", "OrderJob", "OrderResult",
            "VideoActor"]

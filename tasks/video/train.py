@@ -1,4 +1,4 @@
-"""Supervised training of a small video classifier on procedural clips (tasks/activities.py), for the demo.
+"""Supervised training of a small video classifier on procedural clips (tasks/video/activities.py), for the demo.
 
 Every step draws a fresh batch of clips from its own seed (an endless, never repeated training set, so the
 small models cannot memorize it), normalizes each frame with the model's preprocessing, and takes one Adam

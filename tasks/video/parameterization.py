@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.errors import UserInputError
 
-from .loop import Parameterization
+from ..loop import Parameterization
 
 __all__ = ["VideoConfig", "TIME_POOLS", "frame_seed", "frame_seeds", "video_parameterization", "pool_time",
            "temporal_change"]
