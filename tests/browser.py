@@ -122,6 +122,18 @@ def screenshot(driver, path: str | Path, full_page: bool = False, max_height: in
     return path
 
 
+def _images_loaded(driver, timeout_s: float = 10.0) -> None:
+    """Wait until every image of the page in the viewport has finished loading (tiles decode after the load
+    event), at most `timeout_s`."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    script = ("return Array.from(document.images).every(i => i.complete && "
+              "(i.naturalWidth > 0 || i.getBoundingClientRect().top > window.innerHeight))")
+    while time.monotonic() < end and not driver.execute_script(script):
+        time.sleep(0.1)
+
+
 def _first(pattern: str, root: Path) -> str:
     return sorted(str(p.relative_to(root)) for p in root.glob(pattern))[0]
 
@@ -136,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     with serve(root) as server, chromium() as driver:
         for name, page in pages.items():
             driver.get(server.url(f"{prefix}/{page}"))
+            _images_loaded(driver)
             # the unit page down to its top real images and their statistics
             shot = screenshot(driver, out / f"report-{name}.png", full_page=name == "unit", max_height=1500)
             print(shot, problems(driver, server) or "no problems")
