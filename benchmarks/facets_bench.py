@@ -84,7 +84,7 @@ def _layout(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _caricatures(actor: SynthesisActor, log, steps: int) -> tuple[list[dict], list]:
-    from pipelines.photos import offline_image, preprocessing_input
+    from pipelines.photos import as_uint8, offline_image, preprocessing_input
 
     cfg = ImageAMConfig.build("lucid")
     rows, pictures = [], []
@@ -92,7 +92,7 @@ def _caricatures(actor: SynthesisActor, log, steps: int) -> tuple[list[dict], li
         photo = preprocessing_input(offline_image(f"offline:{name}"), actor.preprocessing)
         items = (WorkItem(Unit("classifier.1", shown), 0), WorkItem(Unit("classifier.1", other), 0))
         results = actor.run(Batch(items, cfg, steps, init=(photo, photo))).results
-        view = (photo.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        view = as_uint8(photo)
         for unit, r in zip((shown, other), results):
             rows.append({"photo": name, "unit": unit, "photo_activation": r.act_start,
                          "caricature_activation": r.act_final, "layout": _layout(view, r.image)})
@@ -151,8 +151,10 @@ def _sheet(pictures: dict, caricatures: list, dest_div: str, dest_car: str, tile
     car.save(dest_car)
 
 
-def measure_facets(log=print, sheets: tuple[str, str] | None = ("docs/diversity-sheet.png",
-                                                                 "docs/caricature-sheet.png"), steps: int = 256) -> dict:
+SHEETS = ("docs/diversity-sheet.png", "docs/caricature-sheet.png")
+
+
+def measure_facets(log=print, sheets: tuple[str, str] | None = SHEETS, steps: int = 256) -> dict:
     """Every figure of the section (`steps` fewer than the style's 256 only for a smoke run)."""
     actor = SynthesisActor(NetSpec("mobilenet_v2"))
     actor.run(Batch((WorkItem(Unit("classifier.1", 0), 0),), ImageAMConfig.build("lucid"), 2))  # warm-up
@@ -177,10 +179,11 @@ def facets_report(r: dict) -> list[str]:
         lines.append(f"| {name} | {row['feature_distance']:.1f} | {row['pixel_distance']:.3f} | "
                      f"{row['activation']:.1f} | {row['seconds']:.0f} |")
     spread = div["feature_distance"] / base["feature_distance"]
-    lines += ["", f"With diversity the feature distance is **{spread:.2f}x** the independent seeds' and the activation **{div['activation'] / base['activation']:.0%}** of "
-              f"theirs, for **{div['seconds'] / base['seconds']:.2f}x** the time.", "",
-              f"**Caricatures** (`--init PHOTO`, `lucid` style, {r['steps']} steps): the unit's activation on the photo and on "
-              "its caricature; layout = correlation of the two pictures' 16 x 16 grey block means.", "",
+    kept = div["activation"] / base["activation"]
+    lines += ["", f"With diversity the feature distance is **{spread:.2f}x** the independent seeds' and the activation "
+              f"**{kept:.0%}** of theirs, for **{div['seconds'] / base['seconds']:.2f}x** the time.", "",
+              f"**Caricatures** (`--init PHOTO`, `lucid` style, {r['steps']} steps): the unit's activation on the "
+              "photo and on its caricature; layout = correlation of the two pictures' 16 x 16 grey block means.", "",
               "| photo | unit | on the photo | on the caricature | layout kept |", "|---|---|---|---|---|"]
     for c in r["caricatures"]:
         lines.append(f"| {c['photo']} | {c['unit']} ({NAMES.get(c['unit'], '')}) | {c['photo_activation']:.1f} | "

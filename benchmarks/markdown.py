@@ -13,6 +13,18 @@ from .video_bench import video_report
 __all__ = ["report"]
 
 
+def _scale_report(s: dict) -> list[str]:
+    from .scale_bench import scale_report  # imported only for a run that has the section
+
+    return scale_report(s)
+
+
+# results.json key -> its section's Markdown, in the report's order
+_SECTIONS = (("quality", quality_report), ("topk", topk_report), ("snapshots", snapshots_report),
+             ("report", report_lines), ("video", video_report), ("scale", _scale_report), ("step", step_report),
+             ("facets", facets_report))
+
+
 def report(r: dict) -> str:
     m = r["machine"]
     carried = r.get("carried_over", [])
@@ -68,24 +80,9 @@ def report(r: dict) -> str:
                   "for DeePSiM-fc6 + AlexNet at 227 px and 200 steps, target ≥ 50,000 per hour on one H100-class "
                   "GPU; ≥ 10x Lucent) are not measured yet. On a GPU machine: "
                   "`make bench ARGS='--device cuda --per-hour 2048'`."]
-    if "quality" in r:
-        lines += quality_report(r["quality"])
-    if "topk" in r:
-        lines += topk_report(r["topk"])
-    if "snapshots" in r:
-        lines += snapshots_report(r["snapshots"])
-    if "report" in r:
-        lines += report_lines(r["report"])
-    if "video" in r:
-        lines += video_report(r["video"])
-    if "scale" in r:
-        from .scale_bench import scale_report
-
-        lines += scale_report(r["scale"])
-    if "step" in r:
-        lines += step_report(r["step"])
-    if "facets" in r:
-        lines += facets_report(r["facets"])
+    for key, section in _SECTIONS:
+        if key in r:
+            lines += section(r[key])
     if "dgn_fashion" in r:
         from .dgn_quality import table
 

@@ -23,7 +23,7 @@ from .capture import first_tensor, unknown_layer
 from .errors import UserInputError
 
 __all__ = ["LayerInfo", "trace_layers", "format_layers", "expand_layers", "is_layer_pattern", "select_layers",
-           "UNIT_TYPES"]
+           "default_selection", "UNIT_TYPES"]
 
 # module types whose outputs are a net's own units: what `--layers all` selects
 UNIT_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -114,6 +114,13 @@ def expand_layers(tokens, layers: dict[str, LayerInfo], model: str) -> list[str]
             error = unknown_layer(token, model)
             raise UserInputError(f"{error} (closest: {', '.join(close)})") if close else error
     return [n for n in order if n in chosen]
+
+
+def default_selection(entry, layer_units) -> list[tuple[str, str]]:
+    """(layer, units spec) of a registry entry's demo selection, `--layer-units` entries overriding a layer's
+    spec; empty for an entry without one."""
+    overrides = dict(layer_units)
+    return [(layer, overrides.get(layer, units)) for layer, units in getattr(entry, "default_selection", ())]
 
 
 def select_layers(tokens, units: str, layer_units, layers: dict[str, LayerInfo], model: str) -> list[tuple[str, str]]:

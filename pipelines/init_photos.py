@@ -21,7 +21,7 @@ from models.preprocess import Preprocessing
 from models.retry import RetryPolicy
 
 from .imagesets import list_image_set, read_images
-from .photos import preprocessing_input
+from .photos import as_uint8, preprocessing_input
 
 __all__ = ["InitPhotos", "read_init_photos", "init_path"]
 
@@ -43,10 +43,8 @@ class InitPhotos:
 
         present = set(store.find("inits", ".png"))
         for digest, image in dict(zip(self.digests, self.images)).items():
-            path = init_path(digest)
-            if path not in present:
-                pixels = (np.clip(image, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-                store.write_bytes(path, png_bytes(np.ascontiguousarray(pixels)))
+            if init_path(digest) not in present:
+                store.write_bytes(init_path(digest), png_bytes(as_uint8(image)))
 
 
 def init_path(digest: str) -> str:
@@ -72,7 +70,6 @@ def read_init_photos(uri: str, seeds: int, pre: Preprocessing, storage_options: 
         raise UserInputError(f"--init: cannot read {source!r}: {reason}")
     prepared = [np.ascontiguousarray(preprocessing_input(img, pre), np.float32) for img in images]
     digests = [hashlib.sha256(p.tobytes()).hexdigest()[:16] for p in prepared]
-    per_seed = (lambda s: 0) if len(sources) == 1 else (lambda s: s)
-    pick = [per_seed(s) for s in range(seeds)]
+    pick = [0] * seeds if len(sources) == 1 else list(range(seeds))
     return InitPhotos(uri, tuple(sources[i] for i in pick), tuple(prepared[i] for i in pick),
                       tuple(digests[i] for i in pick))

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["offline_photos", "offline_sources", "offline_image", "OFFLINE_SETS", "to_model_input",
-           "preprocessing_input"]
+           "preprocessing_input", "as_uint8"]
 
 # --images value -> whether the set includes the 200 LFW faces
 OFFLINE_SETS = {"offline": True, "offline-photos": False}
@@ -101,6 +101,11 @@ def to_model_input(image: np.ndarray, size: tuple[int, int], channels: int = 3, 
     img = img.resize((tw, th), Image.BILINEAR, box=box)
     a = np.asarray(img, dtype=np.float32) / 255.0
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def as_uint8(x01: np.ndarray) -> np.ndarray:
+    """A prepared picture, float [C, H, W] in [0, 1], as a contiguous uint8 [H, W, C] (rounded)."""
+    return np.ascontiguousarray((np.clip(x01, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8))
 
 
 def preprocessing_input(image: np.ndarray, pre) -> np.ndarray:

@@ -74,7 +74,7 @@ def make_batches(items: list[tuple[ItemKey, object]], batch_size: int, *, whole_
     for g in groups.values():
         units: dict[tuple, list] = {}
         for key, item in g:
-            units.setdefault((key.snapshot, key.unit, key.y, key.x), []).append((key, item))
+            units.setdefault(_unit_of(key), []).append((key, item))
         batch: list = []
         for members in units.values():
             if batch and len(batch) + len(members) > batch_size:
@@ -92,17 +92,19 @@ def _even_chunks(items: list, size: int) -> list[list]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def _unit_of(key: ItemKey) -> tuple:
+    """The unit a key belongs to (its seeds: one diversity group)."""
+    return key.partition(), key.unit, key.y, key.x
+
+
 def whole_groups(items: list[tuple[ItemKey, WorkItem]], missing: list[tuple[ItemKey, WorkItem]]
                  ) -> tuple[list[tuple[ItemKey, WorkItem]], frozenset[ItemKey]]:
     """For a run with diversity, where a unit's seeds are optimized as one group: the items of every unit
     with a missing item (a resumed run recomputes the whole group, so each seed's image is the one an
     uninterrupted run gives) and the keys among them already written, which must not be written again."""
-    def unit_of(k: ItemKey) -> tuple:
-        return k.partition(), k.unit, k.y, k.x
-
-    need = {unit_of(k) for k, _ in missing}
+    need = {_unit_of(k) for k, _ in missing}
     pending = {k for k, _ in missing}
-    todo = [(k, w) for k, w in items if unit_of(k) in need]
+    todo = [(k, w) for k, w in items if _unit_of(k) in need]
     return todo, frozenset(k for k, _ in todo if k not in pending)
 
 

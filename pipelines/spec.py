@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from models.capture import unknown_layer
-from models.layers import select_layers
+from models.layers import default_selection, select_layers
 from models.errors import UserInputError
 from models.loading import RANDOM_WEIGHTS, LoadedNet, load_net
 from models.registry import model_slug, registry, resolve_model
@@ -235,14 +235,13 @@ def prepare_generator(net: NetSpec, bounds: str | None, storage_options: Mapping
 def _selection(spec: AtlasSpec, entry, target: LoadedNet) -> list[tuple[str, str]]:
     """(layer, units spec) pairs: --layers expanded (paths, patterns, `all`; models/layers.py), else the entry's
     default selection."""
-    overrides = dict(spec.layer_units)
     if spec.layers:
         return select_layers(spec.layers, spec.units, spec.layer_units, target.layers, spec.net.model)
-    default = getattr(entry, "default_selection", ())
+    default = default_selection(entry, spec.layer_units)
     if not default:
         raise UserInputError(f"pass --layers for model {spec.net.model!r}; "
                              f"'neuron-atlas layers --model {spec.net.model}' lists them")
-    return [(layer, overrides.get(layer, units)) for layer, units in default]
+    return default
 
 
 def generator_hp(net: NetSpec, generator: LoadedNet | None) -> dict:

@@ -77,14 +77,7 @@ class TopK:
            x: np.ndarray | None = None, maps: np.ndarray | None = None) -> "TopK":
         """The top k of N candidates per column: `values` [N, U], `index` [N] (or [N, U]), positions [N, U],
         activation maps [N, U, h, w]."""
-        values = np.asarray(values, np.float32)
-        n, u = values.shape
-        index = np.asarray(index, np.int64)
-        index = np.broadcast_to(index[:, None] if index.ndim == 1 else index, (n, u))
-        y = np.full((n, u), -1, np.int32) if y is None else np.asarray(y, np.int32)
-        x = np.full((n, u), -1, np.int32) if x is None else np.asarray(x, np.int32)
-        maps = None if maps is None else np.asarray(maps, np.float32)
-        return cls(values, np.ascontiguousarray(index), y, x, maps)._best(k)
+        return cls.candidates(values, index, y, x, maps)._best(k)
 
     def merge(self, other: "TopK", k: int | None = None) -> "TopK":
         """The k best of both (default k: the larger of the two); exact, associative and commutative. Maps
@@ -109,12 +102,15 @@ class TopK:
     @classmethod
     def candidates(cls, values: np.ndarray, index: np.ndarray, y: np.ndarray | None = None,
                    x: np.ndarray | None = None, maps: np.ndarray | None = None) -> "TopK":
-        """N candidates per column as they come (unsorted, unpadded): the other side of `merge(..., k)`."""
+        """N candidates per column as they come (unsorted, unpadded; `of` selects from them): `values` [N, U],
+        `index` [N] (or [N, U]), positions [N, U], maps [N, U, h, w]; the other side of `merge(..., k)`."""
+        values = np.asarray(values, np.float32)
         n, u = values.shape
+        index = np.asarray(index, np.int64)
+        index = np.ascontiguousarray(np.broadcast_to(index[:, None] if index.ndim == 1 else index, (n, u)))
         y = np.full((n, u), -1, np.int32) if y is None else np.asarray(y, np.int32)
         x = np.full((n, u), -1, np.int32) if x is None else np.asarray(x, np.int32)
-        index = np.ascontiguousarray(np.broadcast_to(np.asarray(index, np.int64)[:, None], (n, u)))
-        return cls(np.asarray(values, np.float32), index, y, x, maps)
+        return cls(values, index, y, x, None if maps is None else np.asarray(maps, np.float32))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.values, self.index, self.y, self.x

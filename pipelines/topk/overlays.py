@@ -2,9 +2,10 @@
 
 `overlay` draws a map (the unit's stored activation map, or an attribution map) over the net's input view of
 the image: the map is resized to the view (bilinear), coloured black -> red -> yellow -> white, blended over
-the dimmed image in proportion to its value, and the unit's maximum is marked with a ring at the centre of
-its receptive field (the examples' `box`). Pictures are at most `OVERLAY_SIZE` pixels a side (site tiles are
-smaller), PNG-encoded quickly (compression level 1). Pure array code; the workers call it, the driver writes.
+the dimmed image in proportion to its value, and the unit's maximum is marked with a ring at that position
+(the centre of its map cell, scaled to the view, as the heat map is). Pictures are at most `OVERLAY_SIZE`
+pixels a side (site tiles are smaller), PNG-encoded quickly (compression level 1). Pure array code; the
+workers call it, the driver writes.
 """
 
 from __future__ import annotations

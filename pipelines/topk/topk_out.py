@@ -40,8 +40,7 @@ from ..sink import read_dataset
 from ..storage import Store
 
 __all__ = ["Example", "examples", "examples_table", "stats_table", "crop_path", "figure_path", "part_path",
-           "read_topk",
-           "QUANTILE_COLUMNS"]
+           "read_topk", "QUANTILE_COLUMNS"]
 
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
 
@@ -68,16 +67,19 @@ def part_path(what: str, model: str, snapshot: str, layer: str, run_id: str) -> 
     return f"topk/{what}/{partition(model, snapshot, layer)}/part-{run_id}.parquet"
 
 
+def _source_id(images: ImageSet, index: int) -> str:
+    """Source `index` of `images` as a path segment: a digest of the image set and the source."""
+    return hashlib.sha256(f"{images.digest}\n{images.sources[index].uri}".encode()).hexdigest()[:16]
+
+
 def crop_path(model: str, snapshot: str, images: ImageSet, index: int, box: tuple[int, int, int, int]) -> str:
     """The crop of `box` from source `index` of `images`, in the net's input view of the image."""
-    source = hashlib.sha256(f"{images.digest}\n{images.sources[index].uri}".encode()).hexdigest()[:16]
-    return f"topk/images/{model}/{snapshot}/{source}/{'_'.join(map(str, box))}.png"
+    return f"topk/images/{model}/{snapshot}/{_source_id(images, index)}/{'_'.join(map(str, box))}.png"
 
 
 def figure_path(model: str, snapshot: str, images: ImageSet, index: int, layer: str, unit: int, kind: str) -> str:
     """The overlay of `kind` ('map' or 'attribution') of one unit on source `index`."""
-    source = hashlib.sha256(f"{images.digest}\n{images.sources[index].uri}".encode()).hexdigest()[:16]
-    return f"topk/{kind}s/{model}/{snapshot}/{layer}/{unit}/{source}.png"
+    return f"topk/{kind}s/{model}/{snapshot}/{layer}/{unit}/{_source_id(images, index)}.png"
 
 
 class Example(NamedTuple):

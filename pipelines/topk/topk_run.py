@@ -21,13 +21,14 @@ from typing import Any, Mapping
 
 import torch
 
-from models.layers import select_layers
+from models.layers import default_selection, select_layers
 from models.errors import UserInputError
 from models.loading import LoadedNet, load_net
 from models.registry import model_slug
 from models.retry import RetryPolicy
 from models.units import parse_units, resolve_units
 from tasks.actor import NetSpec, pin_build
+from tasks.attribution import METHOD as ATTRIBUTION_METHOD
 from tasks.quantiles import MAX_ABS, MIN_ABS, REL_ERROR
 from tasks.receptive import Geometry, NotTraceable, receptive_fields
 
@@ -108,14 +109,10 @@ def selection(layers: tuple[str, ...], units: str, layer_units, target: LoadedNe
               ) -> list[tuple[str, list[int]]]:
     """(layer, channels) for every listed layer, else for the model's default selection (the units a default
     atlas synthesizes, so `topk` without --layers explains them); UserInputError for unknown layers or units."""
-    if layers:
-        chosen = select_layers(layers, units, layer_units, target.layers, model)
-    else:
-        default = getattr(target.entry, "default_selection", ())
-        if not default:
-            raise UserInputError(f"pass --layers; 'neuron-atlas layers --model {model}' lists them")
-        overrides = dict(layer_units)
-        chosen = [(layer, overrides.get(layer, spec)) for layer, spec in default]
+    chosen = (select_layers(layers, units, layer_units, target.layers, model) if layers
+              else default_selection(target.entry, layer_units))
+    if not chosen:
+        raise UserInputError(f"pass --layers; 'neuron-atlas layers --model {model}' lists them")
     out = []
     for layer, spec in chosen:
         if safe_segment(layer, "layer") != layer:
@@ -179,7 +176,8 @@ def run_topk(plan: TopkPlan, *, log=print) -> CommandSummary:
                             spec.storage_options, k=spec.k,
                             layers={layer: len(ch) for layer, ch in plan.selection},
                             quantiles=f"log-bucket histogram, relative error {REL_ERROR}",
-                            receptive_fields=plan.note or "torch.fx geometry")
+                            receptive_fields=plan.note or "torch.fx geometry",
+                            **({"attribution": ATTRIBUTION_METHOD} if spec.attribution else {}))
     write_manifest(store, plan.run_id, record, status="running")
     log_ignored(plan.images, log)
     if plan.note:

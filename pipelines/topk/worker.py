@@ -33,7 +33,7 @@ from tasks.attribution import gradient_x_input
 from tasks.topk import TopK, unit_maps, unit_maxima
 
 from ..imagesets import read_images
-from ..photos import preprocessing_input
+from ..photos import as_uint8, preprocessing_input
 from ..sink import png_bytes
 from ..storage import Store
 from .overlays import Backdrop, overlay
@@ -277,7 +277,7 @@ class ImageWorker:
             if img is None:
                 out.append([])
                 continue
-            view = (preprocessing_input(img, self.pre).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            view = as_uint8(preprocessing_input(img, self.pre))
             out.append([png_bytes(np.ascontiguousarray(view[y0:y1, x0:x1])) for y0, x0, y1, x1 in boxes])
         return out, failed
 
@@ -303,7 +303,7 @@ class ImageWorker:
             if v is None:
                 out.append([])
                 continue
-            rgb = np.ascontiguousarray((v.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+            rgb = as_uint8(v)
             back = Backdrop(np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb)
             out.append([overlay(back, heats[i, n] if f.kind == "attribution" else f.heat, f.mark)
                         for n, f in enumerate(figs)])
