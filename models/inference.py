@@ -11,6 +11,8 @@ hook (`Capture(..., reduce=...)`), before a later in-place module can overwrite 
   conv itself is a captured layer (its own output would change). The folded conv's output equals the
   BatchNorm's up to float rounding (about 1e-6 relative), so a captured BatchNorm or block is unchanged.
 - activations the builder made in place (`LoadedNet.inplace`) are in place again.
+- with `fuse` (CPU nets), a conv and the activation after it run as one oneDNN kernel (models/fused.py), except
+  where the conv or its folded BatchNorm is captured.
 The original net is untouched.
 """
 
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from .frozen import FrozenBatchNorm
+from .fused import fuse_activations
 
 __all__ = ["inference_copy", "fold_batchnorm", "folded_copy"]
 
@@ -61,13 +64,17 @@ def _layout(w: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def folded_copy(net: nn.Module, captured: Collection[str]) -> nn.Module:
+def folded_copy(net: nn.Module, captured: Collection[str], fuse: bool = False) -> nn.Module:
     """A frozen copy of `net` with BatchNorms folded into their convs (convs in `captured` kept), activations
     out of place as in `net`: every captured output equals the original's up to float rounding, and so does
     the gradient to the input, so synthesis (tasks/actor.py) runs on it too. (In-place activations were
-    measured there too: with autograd they made the MobileNetV2 step 10 % slower, not faster.)"""
+    measured there too: with autograd they made the MobileNetV2 step 10 % slower, not faster.) `fuse` (CPU
+    nets): each conv and the activation after it also run as one oneDNN kernel (models/fused.py), except
+    where the conv or its folded BatchNorm is in `captured`."""
     fast = copy.deepcopy(net)
     fold_batchnorm(fast, keep=set(captured))
+    if fuse:
+        fuse_activations(fast, keep=set(captured))
     return fast.eval().requires_grad_(False)
 
 
@@ -79,9 +86,11 @@ def _set_inplace(net: nn.Module, names: Collection[str]) -> None:
             module.inplace = True
 
 
-def inference_copy(net: nn.Module, captured: Collection[str], inplace: Collection[str] = ()) -> nn.Module:
-    """A copy of `net` with BatchNorms folded (convs in `captured` kept) and the modules in `inplace`
-    switched back to in place. Only for passes whose captures are reduced inside the hook."""
-    fast = folded_copy(net, captured)
+def inference_copy(net: nn.Module, captured: Collection[str], inplace: Collection[str] = (),
+                   fuse: bool = False) -> nn.Module:
+    """A copy of `net` with BatchNorms folded (convs in `captured` kept), convs fused with their activations
+    with `fuse` (see folded_copy) and the other modules in `inplace` switched back to in place. Only for passes
+    whose captures are reduced inside the hook."""
+    fast = folded_copy(net, captured, fuse)
     _set_inplace(fast, inplace)
     return fast

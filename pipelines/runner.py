@@ -200,10 +200,11 @@ def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
 
 
 def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
-    """Items per batch: --batch-size, else 64 on a GPU and 4 on a CPU. On a 2-core CPU, batches of 4 were the
-    fastest of 1, 2, 4 and 8 both for plain image AM on mixed layers and for the lucid style on logits (8 spills
-    the activations out of cache; 1 leaves the cores idle in small ops): BENCHMARKS.md, batched vs one at a time."""
-    return requested or (64 if on_gpu else 4)
+    """Items per batch: --batch-size, else 64 on a GPU and 5 on a CPU. On a 2-core CPU the lucid step per item
+    falls from batch 1 to 4 (small ops leave the cores idle), is flat at 4-5 and rises from 6 (the activations
+    spill out of the cache): 17.7, 16.5, 15.0, 14.7, 15.4 ms at batches 2-6, alternating in one process. At 5,
+    `make_batches`' even split never makes a batch of 3 where two of 5 fit (10 items: 5, 5, not 4, 3, 3)."""
+    return requested or (64 if on_gpu else 5)
 
 
 def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,

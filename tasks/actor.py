@@ -21,6 +21,7 @@ import torch
 
 from models.capture import Capture
 from models.errors import StorageError, UserInputError
+from models.frozen import FrozenBatchNorm
 from models.inference import folded_copy
 from models.loading import LoadedNet, is_built, load_net
 from models.registry import resolve_model
@@ -149,8 +150,8 @@ class SynthesisActor:
         self.weights, self.weight_loads, self._entry, self._seed = spec.weights, 0, entry, seed
         self.preprocessing = entry.preprocessing
         self._runs_at: dict[tuple[int, int], bool] = {}  # input sizes (coarse views) the target net runs on
-        self._folded: dict[frozenset[str], torch.nn.Module] = {}  # captured convs -> BatchNorm-folded copy
-        self._convs: set[str] | None = None  # the target net's convolutions, by name
+        self._folded: dict[frozenset[str], torch.nn.Module] = {}  # captured convs and BatchNorms -> folded copy
+        self._foldable: set[str] | None = None  # the target net's convolutions and BatchNorms, by name
         self.generator = None
         self._encoder: LoadedNet | None = None  # the generator's encoder net (DGN-AM from a photo), loaded on use
         self.code_upper = code_upper
@@ -243,7 +244,7 @@ class SynthesisActor:
         self.weights = weights
         self.weight_loads += 1
         self._folded.clear()
-        self._convs = None
+        self._foldable = None
         return time.perf_counter() - t0
 
     def run(self, batch: Batch) -> BatchResult:
@@ -275,16 +276,18 @@ class SynthesisActor:
     def synthesis_net(self, layers) -> torch.nn.Module:
         """The target net for optimizing towards `layers`: a copy with BatchNorms folded into their convs
         (models/inference.folded_copy; the same activations and input gradients up to rounding, 14 % less
-        time per step for MobileNetV2 on a CPU). Copies differ only in the captured convolutions they keep
-        unfolded, so one copy serves every layer set with the same ones; the last few are kept."""
-        if self._convs is None:
-            conv = torch.nn.modules.conv._ConvNd
-            self._convs = {n for n, m in self.target.net.named_modules() if isinstance(m, conv)}
-        key = frozenset(layer for layer in layers if layer in self._convs)
+        time per step for MobileNetV2 on a CPU) and, on a CPU, each conv fused with its activation
+        (models/fused.py). Copies differ only in the captured convolutions and BatchNorms they keep apart
+        (a captured pre-activation output), so one copy serves every layer set with the same ones; the last
+        few are kept."""
+        if self._foldable is None:
+            kinds = (torch.nn.modules.conv._ConvNd, FrozenBatchNorm)
+            self._foldable = {n for n, m in self.target.net.named_modules() if isinstance(m, kinds)}
+        key = frozenset(layer for layer in layers if layer in self._foldable)
         if key not in self._folded:
             if len(self._folded) >= _FOLDED_KEPT:
                 del self._folded[next(iter(self._folded))]
-            self._folded[key] = folded_copy(self.target.net, key)
+            self._folded[key] = folded_copy(self.target.net, key, fuse=self.device.type == "cpu")
         return self._folded[key]
 
     def _coarse_allowed(self, batch: Batch) -> bool:

@@ -175,7 +175,7 @@ class ImageWorker:
         """The net for forward-only passes capturing `layers` (made once per layer set)."""
         key = frozenset(layers)
         if key not in self._fast:
-            self._fast[key] = inference_copy(self.net.net, key, self.net.inplace)
+            self._fast[key] = inference_copy(self.net.net, key, self.net.inplace, fuse=self.device.type == "cpu")
         return self._fast[key]
 
     @torch.no_grad()
