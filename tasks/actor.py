@@ -22,6 +22,7 @@ import torch
 from models.capture import Capture
 from models.errors import StorageError, UserInputError
 from models.frozen import FrozenBatchNorm
+from models.host_memory import keep_freed_memory
 from models.inference import folded_copy
 from models.loading import LoadedNet, is_built, load_net
 from models.registry import resolve_model
@@ -143,6 +144,7 @@ class SynthesisActor:
             # which x86 CPUs compute tens of times slower; flushing them to zero changes nothing visible
             # (tests/test_speed_paths.py) and nothing on a GPU, which flushes in its own kernels
             torch.set_flush_denormal(True)
+            keep_freed_memory()  # every step reallocates the same tensors: no page faults (models/host_memory.py)
         self.spec = spec
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,

@@ -52,13 +52,68 @@ def test_relu_nets_fuse_each_conv_followed_by_an_activation_and_keep_the_rest():
     net = vgg_like()
     fused = folded_copy(net, [], fuse=True)
     kinds = [type(m).__name__ for m in fused]
-    assert kinds == ["FusedConv", "Identity", "FusedConv", "Identity", "Conv2d", "Tanh"]
+    # the last conv has no activation to take in (Tanh is not fusable): it runs alone, as a FusedConv
+    assert kinds == ["FusedConv", "Identity", "FusedConv", "Identity", "FusedConv", "Tanh"]
+    assert [type(m.activation).__name__ for m in fused if isinstance(m, FusedConv)] == ["ReLU", "ReLU", "Identity"]
     layers = ["1", "3", "5"]  # the activation slots: now Identity, fed the fused output
     unit = lambda a: a["3"][:, :, 1, 2].sum() + a["5"].mean()  # noqa: E731
     (want, gw), (got, gg) = acts_and_grad(net, layers, unit), acts_and_grad(fused, layers, unit)
     for layer in layers:
         torch.testing.assert_close(got[layer], want[layer], rtol=1e-5, atol=1e-6)
     assert (want["1"] == 0).any() and (want["1"] > 0).any()  # the ReLU's mask is exercised
+    torch.testing.assert_close(gg, gw, rtol=1e-4, atol=1e-7)
+
+
+class _Branching(nn.Module):
+    """conv-ReLU6 (a) feeding a fused conv (b), a skip connection and, through the capture, the objective:
+    a's gradient is the sum of three, one of them the tagged gradient b's backward computed for it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU6())
+        self.b = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.ReLU6(), nn.Conv2d(6, 6, 1))
+        self.c = nn.Sequential(nn.Conv2d(6, 4, 1), nn.ReLU())
+        self.a[0].weight.data *= 30  # pre-activations past 6 and below 0: both clips of ReLU6 in play
+        self.eval().requires_grad_(False)
+
+    def forward(self, x):
+        a = self.a(x)
+        return self.c(a + self.b(a))
+
+
+class _Summed(nn.Module):
+    def __init__(self, net: _Branching):
+        super().__init__()
+        self.d, self.a, self.c = nn.Sequential(nn.Conv2d(3, 6, 1)), net.a, net.c
+
+    def forward(self, x):
+        skip = self.d(x)
+        return self.c(self.a(x) + skip)
+
+
+def test_a_gradient_summed_from_several_consumers_is_masked_whole():
+    """The activation's backward masks the incoming gradient in place only when it is the one the next fused
+    conv computed for it alone; a gradient also fed by a skip connection and by the objective's capture must
+    come out as in the unfused net."""
+    net = _Branching()
+    fused = folded_copy(net, [], fuse=True)
+    assert all(isinstance(m, FusedConv) for m in (fused.a[0], fused.b[0], fused.b[2], fused.c[0]))
+    layers = ["a.1", "c.1"]
+    unit = lambda a: a["a.1"][:, 0].sum() + a["c.1"][:, 1].sum()  # noqa: E731
+    (want, gw), (got, gg) = acts_and_grad(net, layers, unit), acts_and_grad(fused, layers, unit)
+    assert (want["a.1"] == 6).any() and (want["a.1"] == 0).any()  # both clips of ReLU6 are exercised
+    torch.testing.assert_close(gg, gw, rtol=1e-4, atol=1e-7)
+    # a sum's backward hands the same gradient to both of its inputs: a (run first, being the later node)
+    # must not mask the one that the skip's conv d reads after it
+    sum_net = _Summed(net)
+    (_, gw), (_, gg) = (acts_and_grad(n, ["c.1"], lambda a: a["c.1"][:, 1].sum())
+                        for n in (sum_net, folded_copy(sum_net, [], fuse=True)))
+    torch.testing.assert_close(gg, gw, rtol=1e-4, atol=1e-7)
+    # a chain (no branching) goes the in-place way, twice over: still the unfused gradient
+    chain = nn.Sequential(net.a, net.b).eval()
+    (_, gw), (_, gg) = (acts_and_grad(n, ["1"], lambda a: a["1"][:, 2].sum())
+                        for n in (chain, folded_copy(chain, [], fuse=True)))
     torch.testing.assert_close(gg, gw, rtol=1e-4, atol=1e-7)
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from models.capture import Capture
+from models.host_memory import keep_freed_memory
 from models.inference import inference_copy
 from models.loading import load_net
 from models.retry import RetryPolicy
@@ -136,6 +137,8 @@ class ImageWorker:
         if threads:
             torch.set_num_threads(threads)
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # every batch reallocates the same tensors: no page faults
         self.spec = net
         self.net = load_net(net.entry(), net.weights, storage_options=net.storage_options, device=self.device,
                             expect_sha256=net.built_sha256)
