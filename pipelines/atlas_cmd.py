@@ -97,7 +97,7 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
                    help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
     g.add_argument("--l2-lambda", type=float, default=0.005)
     g = add_execution_flags(p)
-    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 5 on CPU)")
+    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 10 on CPU)")
 
 
 def tuned(generator: str) -> dict:

@@ -200,11 +200,11 @@ def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
 
 
 def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
-    """Items per batch: --batch-size, else 64 on a GPU and 5 on a CPU. On a 2-core CPU the lucid step per item
-    falls from batch 1 to 4 (small ops leave the cores idle), is flat at 4-5 and rises from 6 (the activations
-    spill out of the cache): 17.7, 16.5, 15.0, 14.7, 15.4 ms at batches 2-6, alternating in one process. At 5,
-    `make_batches`' even split never makes a batch of 3 where two of 5 fit (10 items: 5, 5, not 4, 3, 3)."""
-    return requested or (64 if on_gpu else 5)
+    """Items per batch: --batch-size, else 64 on a GPU and 10 on a CPU. On a 2-core CPU, with freed memory kept
+    (models/host_memory.py), the lucid step per item falls from batch 1 to about 10 and is flat beyond: 23.8,
+    15.5, 13.2, 11.9, 11.4, 11.3, 10.7, 10.4, 10.4, 10.6 ms at batches 1-6, 8, 10, 12, 16, alternating in one
+    process (before memory was kept, page faults grew with the batch and 4-5 was best)."""
+    return requested or (64 if on_gpu else 10)
 
 
 def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey, WorkItem]], *, log=print,
