@@ -84,7 +84,8 @@ def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: to
                              init: torch.Tensor | None = None) -> Parameterization:
     """Decorrelated Fourier parameters for each seed, rendering `size` images; no projection step (the
     sigmoid keeps images valid). `fourier_size` S renders an S x S image (S x S*W/H for other aspect ratios)
-    and upsamples it to `size` (bilinear, align_corners=True as Lucent); None, or a size at least the input's,
+    and upsamples it to `size` (bilinear, align_corners=True as Lucent; the small image is the
+    parameterization's `source`, which robustness views sample from); None, or a size at least the input's,
     renders at `size`. `init` [B, C, H, W] in [0, 1]: start from the spectra of these images (resized to the
     rendered size, values kept within [INIT_EPS, 1 - INIT_EPS] so the sigmoid still passes gradients)."""
     if not math.isfinite(decay) or decay < 0:
@@ -102,7 +103,9 @@ def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: to
     if tuple(inner) == tuple(size):
         return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
 
+    def source(p: torch.Tensor) -> torch.Tensor:
+        return render_spectrum(p, inner, scale, decorrelate)
+
     def render(p: torch.Tensor) -> torch.Tensor:
-        low = render_spectrum(p, inner, scale, decorrelate)
-        return F.interpolate(low, size=size, mode="bilinear", align_corners=True)
-    return Parameterization(spectrum, render)
+        return F.interpolate(source(p), size=size, mode="bilinear", align_corners=True)
+    return Parameterization(spectrum, render, source=source)

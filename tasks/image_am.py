@@ -163,14 +163,14 @@ class ImageAMConfig:
         return StepRule(self.lr, self.lr_end, self.normalize, self.optimizer)
 
     def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None) -> Views | None:
-        """The per-step robustness views for items with these seeds rendering `size` images (None without
-        transforms or coarse steps); transform pixels are pixels of the rendered image (`fourier_size` before
-        upsampling). With `steps` (a run of that many steps whose objectives and net allow it) and
-        `coarse_scale`, the first `coarse_until` of the steps see views of `coarse_size(size)`."""
-        pixel = max(1.0, size[0] / self.fourier_size) if self.fourier_size and size else 1.0
+        """The per-step robustness views of `size` (the net's input) for items with these seeds (None without
+        transforms or coarse steps), drawn from the image as the parameterization draws it (`fourier_size`
+        before upsampling, whose pixels the transforms count). With `steps` (a run of that many steps whose
+        objectives and net allow it) and `coarse_scale`, the first `coarse_until` of the steps see views of
+        `coarse_size(size)`."""
         coarse = self.coarse_size(size) if steps and size else None
         until = int(round(self.coarse_until * steps)) if coarse else 0
-        return parse_transforms(self.transforms).views(seeds, pixel, coarse, until)
+        return parse_transforms(self.transforms).views(seeds, size, coarse, until)
 
     def coarse_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
         """The views' size during the coarse steps (multiples of 8 px), or None when there are none."""

@@ -6,8 +6,10 @@ optional in-place `project` step applied after every update (clipping, decay, bl
 ascent on `objective(forward(views(render(params), t))) - penalty(params)` with a linear learning-rate
 schedule, as plain ascent (optionally with the released DGN-AM code's normalized steps, lr / mean|g| per row)
 or Adam (Lucent's optimizer). `views` (optional, tasks/transforms.py) shows the net a random transformation
-of each render at each step (transformation robustness); the start and final activations are always
-measured on the untransformed render, which is what gets saved. `diversity` (optional, tasks/diversity.py) is
+of each render at each step (transformation robustness), drawn from `source` where the parameterization has
+one (its own smaller image, which `render` upsamples to the net's size; the views then upsample, so they must
+return the net's size); the start and final activations are always measured on the untransformed render,
+which is what gets saved. `diversity` (optional, tasks/diversity.py) is
 a penalty on the captured activations that couples the rows of a group (a unit's seeds): it is subtracted from
 what is ascended, never from the reported activations.
 
@@ -39,6 +41,7 @@ class Parameterization:
     render: Callable[[torch.Tensor], torch.Tensor]  # params -> x01 RGB [B, 3, H, W]
     penalty: Callable[[torch.Tensor], torch.Tensor] | None = None  # params -> [B], subtracted
     project: Callable[[torch.Tensor, torch.Tensor, int], None] | None = None  # (params, grad, step), in place
+    source: Callable[[torch.Tensor], torch.Tensor] | None = None  # params -> the image `render` upsamples
 
 
 OPTIMIZERS = ("ascent", "adam")
@@ -93,8 +96,10 @@ def optimize(param: Parameterization, objective: Objective, forward: Forward, st
             start = objective(forward(param.render(p))).detach()
     adam = torch.optim.Adam([p], lr=rule.lr, maximize=True) if rule.optimizer == "adam" else None
     for t in range(steps):
-        x = param.render(p)
-        acts = forward(views(x, t) if views is not None else x)
+        if views is None:
+            acts = forward(param.render(p))
+        else:
+            acts = forward(views((param.source or param.render)(p), t))
         act = objective(acts)
         total = act - param.penalty(p) if param.penalty is not None else act
         if diversity is not None:

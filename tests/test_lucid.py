@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.errors import UserInputError
 from tasks.fourier import frequency_scale, image_to_spectrum, initial_spectra, render_spectrum
@@ -179,18 +180,38 @@ def test_fourier_size_renders_small_and_upsamples_to_the_net_input(tiny):
         ImageAMConfig.build("yosinski", fourier_size=64)
 
 
-def test_transform_pixels_are_pixels_of_the_rendered_image():
-    """With a render upsampled 2x, pad and jitter span twice as many input pixels (Lucent counts them in
-    pixels of its 128 px image before upsampling to 224)."""
+def test_views_are_drawn_from_the_small_render_in_its_pixels_and_upsampled_to_the_net(tiny):
+    """Lucent's order: pad and jitter are counted in pixels of the image the parameterization draws (Lucent's
+    128 px image before it is upsampled to 224), the view is sampled at that image's size, then upsampled."""
     ones = torch.ones(1, 3, 16, 16)
     pad = TransformSet(pad=2)
-    # a row of the view of a white image: 1 - 0.5 * (the grey share of the field, 2 * pad * pixel / field)
+    # a row of the view of a white image: 1 - 0.5 * (the grey share of the field, 2 * pad / field)
     assert pad.views([0])(ones, 0)[0, 0, 8].mean() == pytest.approx(1 - 0.5 * 4 / 20, abs=0.02)
-    assert pad.views([0], pixel=2.0)(ones, 0)[0, 0, 8].mean() == pytest.approx(1 - 0.5 * 8 / 24, abs=0.02)
+    wide = pad.views([0], (32, 32))(ones, 0)  # 32 px views of the 16 px image: the same share of grey
+    assert wide.shape[-2:] == (32, 32) and wide[0, 0, 16].mean() == pytest.approx(1 - 0.5 * 4 / 20, abs=0.03)
     cfg = ImageAMConfig.build("lucid", fourier_size=8)
-    assert cfg.views([0], (16, 16)) is not None
-    x = torch.rand(1, 3, 16, 16)
-    assert torch.equal(cfg.views([0], (16, 16))(x, 3), TRANSFORM_SETS["zoom"].views([0], 2.0)(x, 3))
+    x = torch.rand(1, 3, 8, 8)
+    small = TRANSFORM_SETS["zoom"].views([0])(x, 3)
+    assert small.shape[-2:] == (8, 8)
+    assert torch.equal(cfg.views([0], (16, 16))(x, 3), F.interpolate(small, size=(16, 16), mode="bilinear",
+                                                                      align_corners=True))
+    param = image_parameterization(cfg, [0, 1], PRE.size, PRE.mean01, torch.device("cpu"))
+    p = param.params
+    assert torch.allclose(param.render(p), F.interpolate(param.source(p), size=PRE.size, mode="bilinear",
+                                                         align_corners=True))
+    drawn_from, seen = [], []
+    views, net_forward = cfg.views([0, 1], PRE.size), forward_fn(tiny)(frozenset({"fc"}))
+
+    def spy_views(x, t):
+        drawn_from.append(tuple(x.shape[-2:]))
+        return views(x, t)
+
+    def forward(v):
+        seen.append(tuple(v.shape[-2:]))
+        return net_forward(v)
+    r = optimize(param, per_item([unit("fc", 1), unit("fc", 2)]), forward, 6, cfg.rule, views=spy_views)
+    assert set(drawn_from) == {(8, 8)}  # the views sample the small render, not its upsampled copy
+    assert set(seen) == {PRE.size} and r.images.shape[1:3] == PRE.size  # the net always sees its own size
 
 
 def test_zoom_set_is_the_pad_and_jitters_of_standard_with_zooms_to_one_and_a_half():
