@@ -128,6 +128,23 @@ def test_checkpointed_render_gives_the_plain_gradients():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
 
 
+def test_frames_drawn_small_are_the_source_the_views_sample():
+    """Lucid frames rendered at 8 px for a 16 px net: the video exposes the 8 px frames as its source (chunked
+    or not), so the views draw from them as for images, and the render is their upsampled copy."""
+    from tasks.image_am import image_parameterization
+
+    cfg = ImageAMConfig.build("lucid", fourier_size=8)
+    make = lambda fs: image_parameterization(cfg, fs, (16, 16), (0.5, 0.5, 0.5), torch.device("cpu"))
+    plain, chunked = (video_parameterization(make, [1, 2], 3, chunk=c) for c in (None, 2))
+    p = plain.params
+    small = plain.source(p)
+    assert small.shape == (6, 3, 8, 8) and torch.equal(chunked.source(p), small)
+    torch.testing.assert_close(plain.render(p), torch.nn.functional.interpolate(small, size=(16, 16), mode="bilinear",
+                                                                                 align_corners=True))
+    assert video_parameterization(lambda fs: actor(generator="tiny", generator_weights="random")
+                                  .parameterization(DGNConfig(upper=3.0), fs), [1], 2).source is None
+
+
 def test_time_pooling_is_the_mean_over_frames_or_the_last_frame():
     acts = {"a": torch.arange(24.0).reshape(2, 3, 4)}
     torch.testing.assert_close(pool_time(acts, "mean")["a"], acts["a"].mean(1))

@@ -7,7 +7,8 @@ optimization loop (tasks/loop.py) runs it unchanged:
 - params `[B, T, ...]`; frame t of the item with seed s starts from its own seed `frame_seed(s, t)`, so
   frames start independently and an item's start depends on its seed alone;
 - render -> the frames `[B*T, 3, H, W]` (row b*T + t), frame t drawn from its own parameters only; the
-  generator runs `chunk` frames at a time under activation checkpointing when gradients are on;
+  generator runs `chunk` frames at a time under activation checkpointing when gradients are on; `source`,
+  where the per-frame parameterization has one, the frames as drawn before upsampling, the same way;
 - penalty -> the per-frame penalty summed over frames, plus `smoothness` x the mean squared change between
   consecutive frames ([0, 1] pixels, averaged over pixels and frame pairs); off (0) by default, as in the paper;
 - project -> the per-frame projection (code clipping and decay, pixel regularizers) on every frame.
@@ -105,16 +106,23 @@ def video_parameterization(make_frames: Callable[[list[int]], Parameterization],
     def flat(p: torch.Tensor) -> torch.Tensor:
         return p.reshape(b * t, *rest)
 
-    def render(p: torch.Tensor) -> torch.Tensor:
+    def frames_of(draw: Callable[[torch.Tensor], torch.Tensor], p: torch.Tensor) -> torch.Tensor:
         rows = flat(p)
         if chunk and use_checkpoint and torch.is_grad_enabled() and rows.requires_grad and b * t > chunk:
-            x = torch.cat([checkpoint(inner.render, part, use_reentrant=False) for part in rows.split(chunk)])
-        elif chunk and b * t > chunk:
-            x = torch.cat([inner.render(part) for part in rows.split(chunk)])
-        else:
-            x = inner.render(rows)
+            return torch.cat([checkpoint(draw, part, use_reentrant=False) for part in rows.split(chunk)])
+        if chunk and b * t > chunk:
+            return torch.cat([draw(part) for part in rows.split(chunk)])
+        return draw(rows)
+
+    def render(p: torch.Tensor) -> torch.Tensor:
+        x = frames_of(inner.render, p)
         last.update(p=p, version=p._version, x=x)  # the loop renders, then asks for the penalty: reuse it
         return x
+
+    source = None
+    if inner.source is not None:  # frames drawn small (Lucid's fourier_size): the views sample them as drawn
+        def source(p: torch.Tensor) -> torch.Tensor:
+            return frames_of(inner.source, p)
 
     penalty = None
     if smoothness or inner.penalty is not None:
@@ -131,7 +139,7 @@ def video_parameterization(make_frames: Callable[[list[int]], Parameterization],
         def project(p: torch.Tensor, grad: torch.Tensor, step: int) -> None:
             inner.project(flat(p), flat(grad), step)
 
-    return Parameterization(params, render, penalty, project)
+    return Parameterization(params, render, penalty, project, source)
 
 
 def pool_time(acts: Mapping[str, torch.Tensor], mode: str) -> dict[str, torch.Tensor]:
