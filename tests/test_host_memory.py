@@ -3,8 +3,8 @@ synthesis step makes, stop faulting in fresh pages."""
 
 from __future__ import annotations
 
+import math
 import resource
-import sys
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ import torch
 from models.host_memory import keep_freed_memory
 
 _SHAPE = (5, 96, 112, 112)  # a layer's output at batch 5: 24 MB
-_PAGES = 5 * 96 * 112 * 112 * 4 // 4096  # pages of one such tensor
+_PAGES = math.prod(_SHAPE) * 4 // 4096  # pages of one such float32 tensor
 
 
 @pytest.mark.skipif(not hasattr(resource, "RUSAGE_THREAD"), reason="glibc's mallopt, Linux's per-thread counts")
