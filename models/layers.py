@@ -1,7 +1,9 @@
 """Discover the addressable layers of a net: dotted path, module type, output shape, execution order.
 
 One traced forward pass with a hook on every named module; hooks are removed afterwards. Units of a layer
-are its channels (dim 1 of the output); conv layers also have a spatial size (H, W).
+are its feature channels, wherever its layout keeps them (models/layout.py: channels-first or channels-last
+maps, token sequences, vectors); maps and patch-token grids also have positions (H, W). `LayerInfo.shape` is
+the canonical, channel-first shape `[C, H, W]` or `[C]` that every reader sees; `raw` is the module's own.
 
 `expand_layers` turns a `--layers` value into layer paths: each comma-separated part is a path, a shell-style
 pattern over the paths (`fnmatch`: `*` also crosses dots, so `'layer*.*.conv2'` and `'features.*'` work), or
@@ -21,8 +23,9 @@ from torch import nn
 
 from .capture import first_tensor, unknown_layer
 from .errors import UserInputError
+from .layout import Layout, TraceRecord, default_layout, infer_layouts
 
-__all__ = ["LayerInfo", "trace_layers", "format_layers", "expand_layers", "is_layer_pattern", "select_layers",
+__all__ = ["LayerInfo", "trace_layers", "format_layers", "layers_json", "expand_layers", "is_layer_pattern", "select_layers",
            "default_selection", "UNIT_TYPES"]
 
 # module types whose outputs are a net's own units: what `--layers all` selects
@@ -34,9 +37,26 @@ UNIT_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTr
 class LayerInfo:
     name: str
     type: str
-    shape: tuple[int, ...]  # output shape without the batch dimension
+    shape: tuple[int, ...]  # canonical output shape without the batch dimension: [C, H, W] or [C]
     order: int  # position of the module's first call in the forward pass
     calls: int = 1
+    layout: Layout | None = None  # None: read as shaped (a vector, else channels first)
+    raw: tuple[int, ...] | None = None  # the module's own output shape without the batch dimension
+
+    @property
+    def reading(self) -> Layout:
+        """The layout readers apply (models/layout.py); the default one when none was inferred."""
+        return self.layout or default_layout(self.shape)
+
+    @property
+    def positions(self) -> str:
+        """`HxW`, `197 tokens = cls + 14x14` or `-`: what `neuron-atlas layers` shows."""
+        return self.reading.positions(self.raw or self.shape)
+
+    @property
+    def prefix(self) -> int:
+        """How many prefix tokens (class token, registers) precede a token layer's patch grid."""
+        return self.reading.prefix
 
     @property
     def units(self) -> int:
@@ -48,8 +68,9 @@ class LayerInfo:
 
 
 @torch.no_grad()
-def trace_layers(net: nn.Module, example: torch.Tensor) -> dict[str, LayerInfo]:
-    """Trace `net(example)` (batch of 1) and return {name: LayerInfo} in execution order."""
+def trace_layers(net: nn.Module, example: torch.Tensor, layouts: dict[str, str] | None = None) -> dict[str, LayerInfo]:
+    """Trace `net(example)` (batch of 1) and return {name: LayerInfo} in execution order, each layer's layout
+    inferred (models/layout.py) unless `layouts` sets it ({layer: kind}, `--layout`)."""
     seen: dict[str, list] = {}
     handles = []
 
@@ -71,19 +92,52 @@ def trace_layers(net: nn.Module, example: torch.Tensor) -> dict[str, LayerInfo]:
     finally:
         for h in handles:
             h.remove()
-    return {n: LayerInfo(n, t, s, o, c) for n, (t, s, o, c) in seen.items()}
+    inferred = infer_layouts([TraceRecord(n, t, s, o) for n, (t, s, o, _c) in seen.items()])
+    for name, kind in (layouts or {}).items():
+        if name not in seen:
+            raise UserInputError(f"--layout names {name!r}, which is no layer of this model; run "
+                                 "'neuron-atlas layers' with the same --model to list them")
+        inferred[name] = _forced(kind, seen[name][1], inferred.get(name))
+    out = {}
+    for n, (t, s, o, c) in seen.items():
+        layout = inferred.get(n) or default_layout(s)
+        out[n] = LayerInfo(n, t, layout.canonical_shape(s), o, c, layout, s)
+    return out
+
+
+def _forced(kind: str, raw: tuple[int, ...], inferred: Layout | None) -> Layout:
+    """The layout `--layout LAYER=KIND` asks for, checked against the output's rank."""
+    base, _, prefix = kind.partition(":")
+    rank = {"vector": 1, "tokens": 2, "channels_first": None, "channels_last": 3}[base]
+    if rank is not None and len(raw) != rank:
+        raise UserInputError(f"--layout {base} does not fit an output of shape {list(raw)}; a vector is [C], "
+                             "tokens are [N, C] and channels-last maps [H, W, C] (batch dimension left out)")
+    if base != "tokens":
+        return Layout(base)
+    n = raw[0]
+    p = int(prefix) if prefix else (inferred.prefix if inferred and inferred.kind == "tokens" else 0)
+    side = int(round((n - p) ** 0.5)) if n > p else 0
+    grid = inferred.grid if inferred and inferred.kind == "tokens" and inferred.prefix == p else (
+        (side, side) if side * side == n - p else (1, n - p))
+    return Layout("tokens", p, grid)
 
 
 def format_layers(layers: dict[str, LayerInfo]) -> str:
-    """A fixed-width table: layer, type, units, spatial size (the `neuron-atlas layers` output)."""
-    rows = [("layer", "type", "units", "spatial")]
+    """A fixed-width table: layer, type, layout, units (feature channels), positions (the `neuron-atlas layers`
+    output)."""
+    rows = [("layer", "type", "layout", "units", "positions")]
     for info in layers.values():
-        sp = info.spatial
-        spatial = f"{sp[0]}x{sp[1]}" if sp else "-"
         note = f" (runs {info.calls}x; first call is used)" if info.calls > 1 else ""
-        rows.append((info.name, info.type + note, str(info.units), spatial))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((info.name, info.type + note, info.reading.kind, str(info.units), info.positions))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def layers_json(layers: dict[str, LayerInfo]) -> list[dict]:
+    """The `neuron-atlas layers --json` rows: path, type, layout, units, positions and shapes."""
+    return [{"layer": i.name, "type": i.type, "calls": i.calls, "layout": i.reading.to_json(), "units": i.units,
+             "spatial": list(i.spatial) if i.spatial else None, "positions": i.positions,
+             "shape": list(i.shape), "raw_shape": list(i.raw or i.shape)} for i in layers.values()]
 
 
 def is_layer_pattern(token: str) -> bool:

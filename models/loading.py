@@ -22,6 +22,7 @@ from torch import nn
 from .errors import UserInputError
 from .frozen import freeze_batchnorm
 from .layers import LayerInfo, trace_layers
+from .layout import Layout
 from .net_state import reinitialize, state_digest
 from .retry import RetryPolicy
 from .weights import load_into, read_weights
@@ -48,6 +49,11 @@ class LoadedNet:
     device: torch.device
     normalize: nn.Module | None = None  # the entry's preprocessing on `device` (None for generators)
     inplace: tuple[str, ...] = ()  # modules the builder made in place (switched off here; models/inference.py)
+
+    @property
+    def layouts(self) -> dict[str, Layout | None]:
+        """{layer: layout}: what a Capture on this net is given so every reader sees channel-first outputs."""
+        return {name: info.layout for name, info in self.layers.items()}
 
     def to_input(self, x01: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB images -> this net's input, in the channels_last layout `load_net` keeps nets in."""
@@ -117,7 +123,7 @@ def load_net(entry, weights: str | None = None, *, storage_options: Mapping[str,
     net.to(dev, memory_format=torch.channels_last)
     example = torch.zeros(1, *entry.example_input_shape, device=dev)
     try:
-        layers = trace_layers(net, example)
+        layers = trace_layers(net, example, dict(getattr(entry, "layouts", ())))
     except RuntimeError as e:
         if getattr(entry, "kind", "net") != "net":
             raise

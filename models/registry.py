@@ -46,6 +46,8 @@ class NetEntry:
     self_loading: bool = False
     # the generator prior `--method dgn` uses when --generator is not given (None: DEFAULT_GENERATOR)
     generator: str | None = None
+    # (layer, layout kind) pairs that override the inferred layouts (models/layout.py; --layout)
+    layouts: tuple[tuple[str, str], ...] = ()
     kind: str = field(default="net", init=False)
 
     @property
@@ -63,7 +65,7 @@ def register(entry) -> None:
 
 def registry() -> dict[str, object]:
     """A copy of the registry, name -> entry (generators included once their module is imported)."""
-    from . import fashion, generators, lrcn, video_demo  # noqa: F401  (register generators, video and Fashion nets)
+    from . import fashion, fashion_vit, generators, lrcn, video_demo  # noqa: F401  (register generators, video and Fashion nets)
 
     return dict(_REGISTRY)
 
@@ -85,11 +87,13 @@ def default_generator(model: str) -> str:
 
 
 def resolve_model(name: str, *, input_size: int | None = None, mean: tuple | None = None,
-                  std: tuple | None = None, bgr: bool | None = None, channels: int | None = None):
+                  std: tuple | None = None, bgr: bool | None = None, channels: int | None = None,
+                  layouts: tuple[tuple[str, str], ...] | None = None):
     """Registry name or `package.module:Callable` -> entry; preprocessing flags override the entry's.
 
     `channels` (1 or 3) sets the input channel count; --mean/--std must then give as many values, and
-    default to ImageNet's (their average for one channel)."""
+    default to ImageNet's (their average for one channel). `layouts`: (layer, kind) pairs of `--layout`
+    (models/layout.py), applied when the net's layers are traced."""
     reg = registry()
     if name in reg:
         entry = reg[name]
@@ -100,6 +104,8 @@ def resolve_model(name: str, *, input_size: int | None = None, mean: tuple | Non
         raise UserInputError(f"unknown model {name!r}; use one of {known} or a 'package.module:Callable'")
     if isinstance(entry, NetEntry) and any(v is not None for v in (input_size, mean, std, bgr, channels)):
         entry = replace(entry, preprocessing=_override(entry.preprocessing, input_size, mean, std, bgr, channels))
+    if layouts and isinstance(entry, NetEntry):
+        entry = replace(entry, layouts=tuple(entry.layouts) + tuple(layouts))
     return entry
 
 

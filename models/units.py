@@ -1,8 +1,10 @@
 """Unit addressing: `(layer, channel, y, x)`, and the `--units` mini-language.
 
 SPEC is a comma-separated list of items: `all`, a half-open range `0:64`, a channel `17`, or a channel
-pinned to a position `12@6,6` (row 6, column 6). Conv units without a position default to the spatial
-centre (H // 2, W // 2); fully connected units have no position (y = x = None).
+pinned to a position `12@6,6` (row 6, column 6 of a map, or of a token layer's patch grid) or to a prefix
+token by name `12@cls` (models/layout.py: stored as row PREFIX_ROW, column = the token's index). Units of a
+map or token layer without a position default to the centre position (H // 2, W // 2), a patch token for
+transformers; vector units have no position (y = x = None). A unit is always a feature channel.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from dataclasses import dataclass
 
 from .errors import UserInputError
 from .layers import LayerInfo
+from .layout import PREFIX_ROW, prefix_index, prefix_name
 
-__all__ = ["Unit", "UnitSelection", "parse_units", "resolve_units"]
+__all__ = ["Unit", "UnitSelection", "parse_units", "resolve_units", "position_text"]
 
-_ITEM = re.compile(r"\s*(?:(?P<all>all)|(?P<lo>\d+)\s*:\s*(?P<hi>\d+)|(?P<ch>\d+)(?:\s*@\s*(?P<y>\d+)\s*,\s*(?P<x>\d+))?)\s*(?:,|$)")
+_ITEM = re.compile(r"\s*(?:(?P<all>all)|(?P<lo>\d+)\s*:\s*(?P<hi>\d+)|(?P<ch>\d+)(?:\s*@\s*(?:(?P<y>\d+)\s*,\s*(?P<x>\d+)"
+                   r"|(?P<tok>[A-Za-z]\w*)))?)\s*(?:,|$)")
+_EXAMPLES = "use e.g. 'all', '0:64', '3,17,42', '12@6,6' or '12@cls'"
 
 
 @dataclass(frozen=True, order=True)
@@ -26,8 +31,14 @@ class Unit:
     x: int | None = None
 
     def __str__(self) -> str:
-        pos = f"@{self.y},{self.x}" if self.y is not None else ""
-        return f"{self.layer}:{self.channel}{pos}"
+        return f"{self.layer}:{self.channel}{position_text(self.y, self.x)}"
+
+
+def position_text(y: int | None, x: int | None) -> str:
+    """`@6,6`, `@cls` (a prefix token) or '' (no position): how a unit's position reads in specs and captions."""
+    if y is None:
+        return ""
+    return f"@{prefix_name(x)}" if y == PREFIX_ROW else f"@{y},{x}"
 
 
 @dataclass(frozen=True)
@@ -38,20 +49,20 @@ class UnitSelection:
     hi: int | None = None  # None: up to the layer's unit count
     y: int | None = None
     x: int | None = None
+    token: str | None = None  # a prefix token's name (`cls`) instead of (y, x)
 
 
 def parse_units(spec: str) -> list[UnitSelection]:
     """Parse SPEC; a malformed spec raises UserInputError quoting the part that did not parse."""
     text = spec.strip()
     if not text:
-        raise UserInputError("empty --units; use e.g. 'all', '0:64', '3,17,42' or '12@6,6'")
+        raise UserInputError(f"empty --units; {_EXAMPLES}")
     out: list[UnitSelection] = []
     pos = 0
     while pos < len(text):
         m = _ITEM.match(text, pos)
         if not m or m.end() == pos:
-            raise UserInputError(f"malformed --units {spec!r} at {text[pos:]!r}; "
-                                 "use e.g. 'all', '0:64', '3,17,42' or '12@6,6'")
+            raise UserInputError(f"malformed --units {spec!r} at {text[pos:]!r}; {_EXAMPLES}")
         if m["all"]:
             out.append(UnitSelection())
         elif m["lo"] is not None:
@@ -64,7 +75,7 @@ def parse_units(spec: str) -> list[UnitSelection]:
             ch = int(m["ch"])
             y = int(m["y"]) if m["y"] is not None else None
             x = int(m["x"]) if m["x"] is not None else None
-            out.append(UnitSelection(ch, ch + 1, y, x))
+            out.append(UnitSelection(ch, ch + 1, y, x, m["tok"]))
         pos = m.end()
     return out
 
@@ -85,6 +96,14 @@ def resolve_units(selections: list[UnitSelection], info: LayerInfo, model_name: 
 
 
 def _position(sel: UnitSelection, info: LayerInfo) -> tuple[int | None, int | None]:
+    if sel.token is not None:
+        k = prefix_index(sel.token)
+        names = [prefix_name(i) for i in range(info.prefix)]
+        if k is None or k >= info.prefix:
+            have = f"its prefix tokens are {', '.join(names)}" if names else "it has no prefix tokens"
+            raise UserInputError(f"layer {info.name!r} has no token {sel.token!r} ({have}; positions "
+                                 f"{info.positions}); use '@ROW,COL' for a patch token")
+        return PREFIX_ROW, k
     spatial = info.spatial
     if spatial is None:
         if sel.y is not None:

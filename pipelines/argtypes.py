@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["key_value", "floats3", "preprocessing_kwargs", "objective_arg", "coarse_arg", "add_model_flags",
+from models.errors import UserInputError
+from models.layout import parse_layout
+
+__all__ = ["key_value", "floats3", "preprocessing_kwargs", "layout_arg", "objective_arg", "coarse_arg", "add_model_flags",
            "add_preprocessing_flags", "add_generator_flags",
            "add_selection_flags", "add_execution_flags"]
 
@@ -31,8 +34,17 @@ def floats3(text: str) -> tuple[float, ...]:
 
 def preprocessing_kwargs(args: argparse.Namespace) -> dict:
     """The preprocessing flags as keyword arguments of `resolve_model` and `NetSpec`."""
+    layouts = tuple(getattr(args, "layout", None) or ()) or None
     return {"input_size": args.input_size, "mean": args.mean, "std": args.std, "bgr": args.bgr,
-            "channels": getattr(args, "channels", None)}
+            "channels": getattr(args, "channels", None), "layouts": layouts}
+
+
+def layout_arg(text: str) -> tuple[str, str]:
+    """--layout LAYER=KIND -> (layer, kind); models/layout.parse_layout says what KIND may be."""
+    try:
+        return parse_layout(text)
+    except UserInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def coarse_arg(text: str) -> tuple[float, float] | bool:
@@ -90,6 +102,10 @@ def add_preprocessing_flags(g) -> None:
     g.add_argument("--mean", type=floats3, help="per-channel mean, in the net's channel order and scale")
     g.add_argument("--std", type=floats3, help="per-channel std")
     g.add_argument("--bgr", action=argparse.BooleanOptionalAction, default=None, help="the net expects BGR")
+    g.add_argument("--layout", action="append", type=layout_arg, default=[], metavar="LAYER=KIND",
+                   help="read LAYER's output as KIND: channels_first, channels_last, tokens (tokens:P: P prefix "
+                        "tokens such as the class token) or vector; default: inferred from the module and a probe "
+                        "forward ('neuron-atlas layers' shows it)")
 
 
 def add_selection_flags(p: argparse.ArgumentParser, layers_help: str, units_help: str):

@@ -9,6 +9,7 @@ a storage fault that outlasts its retries exits with status 3 (everything alread
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -38,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuron-atlas", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("layers", help="list addressable layers with unit counts and spatial sizes")
+    p = sub.add_parser("layers", help="list addressable layers: layout, units (feature channels) and positions "
+                       "(HxW of a map, or a transformer's tokens: '197 tokens = cls + 14x14')")
     add_model_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per layer (path, type, layout with its "
+                   "prefix tokens and grid, units, positions, canonical and raw shapes)")
     p.add_argument("--video", action="store_true", help="the model takes clips [B, T, 3, H, W] (registered "
                    "video models are recognised without it): list layers with their time layout")
 
@@ -153,7 +157,7 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 
 def _cmd_layers(args) -> int:
-    from models.layers import format_layers
+    from models.layers import format_layers, layers_json
     from models.loading import BUILT_WEIGHTS, load_net
     from models.registry import resolve_model
 
@@ -162,7 +166,7 @@ def _cmd_layers(args) -> int:
         return video_cmd.list_layers(args)
     # the layer table needs the architecture only: without --weights, no file is read and nothing re-initialized
     net = load_net(entry, args.weights or BUILT_WEIGHTS, storage_options=dict(args.storage_option))
-    print(format_layers(net.layers))
+    print(json.dumps(layers_json(net.layers), indent=1) if args.json else format_layers(net.layers))
     return 0
 
 

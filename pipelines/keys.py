@@ -14,8 +14,9 @@ from dataclasses import astuple, dataclass
 from typing import Iterable
 
 from models.errors import UserInputError
+from models.layout import PREFIX_ROW, prefix_name
 
-__all__ = ["ItemKey", "hyperparams_json", "safe_segment", "batch_digest", "KEY_COLUMNS"]
+__all__ = ["ItemKey", "position_segment", "hyperparams_json", "safe_segment", "batch_digest", "KEY_COLUMNS"]
 
 KEY_COLUMNS = ("model", "snapshot", "layer", "unit", "y", "x", "seed", "method", "hyperparams")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -27,6 +28,13 @@ def safe_segment(text: str, what: str = "name") -> str:
     if seg in ("", ".", "..") or seg.startswith(".."):
         raise UserInputError(f"{what} {text!r} cannot name an output path; use letters, digits, '.', '_' or '-'")
     return seg
+
+
+def position_segment(y: int | None, x: int | None) -> str:
+    """A unit's position in a file name: `_<y>_<x>`, `_<token>` for a prefix token (`_cls`), '' for none."""
+    if y is None:
+        return ""
+    return f"_{prefix_name(x)}" if y == PREFIX_ROW else f"_{y}_{x}"
 
 
 def hyperparams_json(params: dict) -> str:
@@ -55,8 +63,8 @@ class ItemKey:
 
     @property
     def image_path(self) -> str:
-        """images/<model>/<snapshot>/<layer>/<unit>[_<y>_<x>]_s<seed>_<method>-<hp8>.png, relative to --out."""
-        pos = f"_{self.y}_{self.x}" if self.y is not None else ""
+        """images/<model>/<snapshot>/<layer>/<unit>[_<y>_<x>|_cls]_s<seed>_<method>-<hp8>.png, relative to --out."""
+        pos = position_segment(self.y, self.x)
         name = f"{self.unit}{pos}_s{self.seed}_{self.method}-{self.hp_digest}.png"
         return "/".join(["images", safe_segment(self.model, "model"), safe_segment(self.snapshot, "snapshot"),
                          safe_segment(self.layer, "layer"), name])

@@ -88,7 +88,7 @@ def shard_stats(spec: NetSpec, layer: str, sources: list, batch_size: int) -> Ru
     net = load_net(entry, spec.weights, storage_options=spec.storage_options, expect_sha256=spec.built_sha256)
     pre = entry.preprocessing
     x = torch.tensor(np.stack([preprocessing_input(load_image(s, spec.storage_options), pre) for s in sources]))
-    return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size))
+    return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size, net.layouts))
 
 
 def run_stats(spec: StatsSpec, log=print) -> RunningStats:

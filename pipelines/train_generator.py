@@ -130,7 +130,7 @@ def _probe(net, pre, code_layer: str, comparator_layer: str):
     layers = list(dict.fromkeys([code_layer, comparator_layer]))
 
     def probe(x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with Capture(net.net, layers) as cap:
+        with Capture(net.net, layers, layouts=net.layouts) as cap:
             acts = cap(net.to_input(fit_to(x01, size)))
         return acts[code_layer], acts[comparator_layer]
     return probe

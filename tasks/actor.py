@@ -33,7 +33,7 @@ from .dgn import DGNConfig, code_clipper, dgn_parameterization, fit_to, initial_
 from .image_am import ImageAMConfig, image_parameterization
 from .inverse import Constraint, InverseConfig, InverseResult, inverse_set, quantize_st
 from .loop import LoopResult, Parameterization, optimize
-from .objectives import Objective, ObjectiveSpec, per_item, unit
+from .objectives import Objective, ObjectiveSpec, per_item, position_vector, unit
 
 __all__ = ["NetSpec", "pin_build", "WorkItem", "Batch", "ItemResult", "BatchResult", "InverseJob", "SynthesisActor",
            "pick_device"]
@@ -53,6 +53,7 @@ class NetSpec:
     std: tuple[float, ...] | None = None
     bgr: bool | None = None
     channels: int | None = None
+    layouts: tuple[tuple[str, str], ...] | None = None  # --layout LAYER=KIND overrides
     generator: str | None = None
     generator_weights: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
@@ -60,7 +61,7 @@ class NetSpec:
 
     def entry(self):
         return resolve_model(self.model, input_size=self.input_size, mean=self.mean, std=self.std, bgr=self.bgr,
-                             channels=self.channels)
+                             channels=self.channels, layouts=self.layouts)
 
 
 def pin_build(net: NetSpec, target: LoadedNet) -> NetSpec:
@@ -206,7 +207,7 @@ class SynthesisActor:
                 self._encoder = load_net(resolve_model(model), None, storage_options=self.spec.storage_options,
                                          device=self.device)
             enc = self._encoder
-        with torch.no_grad(), Capture(enc.net, [layer], model_name=model) as cap:
+        with torch.no_grad(), Capture(enc.net, [layer], model_name=model, layouts=enc.layouts) as cap:
             return cap(enc.to_input(fit_to(photos, enc.entry.preprocessing.size)))[layer].flatten(1)
 
     def inverse(self, job: InverseJob) -> tuple[InverseResult, float]:
@@ -221,7 +222,7 @@ class SynthesisActor:
                              self.device)
         units = [unit(c.unit.layer, c.unit.channel, c.unit.y, c.unit.x) for c in job.constraints]
         layers = list(dict.fromkeys([c.unit.layer for c in job.constraints] + [job.encoder_layer]))
-        capture = Capture(self.synthesis_net(layers), layers, model_name=self.spec.model)
+        capture = Capture(self.synthesis_net(layers), layers, model_name=self.spec.model, layouts=self.target.layouts)
 
         def render(c: torch.Tensor) -> torch.Tensor:
             return quantize_st(fit_to(g.entry.to_image01(g.net(c)), size))
@@ -260,15 +261,17 @@ class SynthesisActor:
             return BatchResult([], 0.0, str(self.device), error=str(e))
         t0 = time.perf_counter()
         param, objective = self.setup(batch)
+        coarse = self._coarse_allowed(batch)
         views = batch.config.views([w.seed for w in batch.items], self.preprocessing.size,
-                                   batch.steps if self._coarse_allowed(batch) else None)
+                                   batch.steps if coarse else None, fixed=coarse == "fixed")
         layers, diversity = objective.layers, None
         if batch.diversity is not None:
             weight, gram_layer = batch.diversity
             gram_layer = gram_layer or default_layer(batch.items[0].unit.layer, self.target.layers)
             layers = layers | {gram_layer}
             diversity = Diversity(weight, gram_layer, groups_of([w.unit for w in batch.items]))
-        with Capture(self.synthesis_net(layers), layers, model_name=self.spec.model) as cap:
+        with Capture(self.synthesis_net(layers), layers, model_name=self.spec.model,
+                     layouts=self.target.layouts) as cap:
             result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule,
                               views=views, diversity=diversity)
         if self.device.type == "cuda":
@@ -292,9 +295,10 @@ class SynthesisActor:
             self._folded[key] = folded_copy(self.target.net, key, fuse=self.device.type == "cpu")
         return self._folded[key]
 
-    def _coarse_allowed(self, batch: Batch) -> bool:
-        """Whether the batch may see smaller views early on (ImageAMConfig.coarse_scale): no item's objective
-        has a position, and the net runs on that size (checked once per size with a forward pass)."""
+    def _coarse_allowed(self, batch: Batch) -> bool | str:
+        """Whether the batch may see coarse views early on (ImageAMConfig.coarse_scale): no item's objective
+        has a position. True when the net runs on the coarse size (checked once per size with a forward pass),
+        "fixed" when it takes one input size only (the coarse views are upsampled to it)."""
         size = getattr(batch.config, "coarse_size", lambda s: None)(self.preprocessing.size)
         if size is None or any(w.unit.y is not None for w in batch.items):
             return False
@@ -304,9 +308,9 @@ class SynthesisActor:
                     self.target.net(self.model_input(torch.full((1, self.preprocessing.channels, *size), 0.5,
                                                                 device=self.device)))
                 self._runs_at[size] = True
-            except RuntimeError:  # a head of fixed size: full-size views throughout
+            except (RuntimeError, AssertionError, ValueError):  # a fixed-size head or ViT's size assert: upsampled views
                 self._runs_at[size] = False
-        return self._runs_at[size]
+        return True if self._runs_at[size] else "fixed"
 
     @staticmethod
     def _item_results(batch: Batch, r: LoopResult) -> list[ItemResult]:
@@ -317,8 +321,7 @@ class SynthesisActor:
         images = r.images.numpy()
         sign = batch.objective.sign
         for i, w in enumerate(batch.items):
-            a = r.final_acts[w.unit.layer][i]
-            vec = a[:, w.unit.y, w.unit.x] if w.unit.y is not None else a.reshape(a.shape[0], -1).mean(1)
+            vec = position_vector(r.final_acts, w.unit.layer, i, w.unit.y, w.unit.x)
             description = batch.objective.describe(w.unit.layer, w.unit.channel, w.unit.y, w.unit.x)
             out.append(ItemResult(w, images[i], sign * float(r.act_start[i]), sign * float(r.act_final[i]),
                                   sign * float(r.act_best[i]), vec.float().cpu().numpy(), description))

@@ -48,7 +48,8 @@ class DGNConfig:
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize)
 
-    def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None) -> Views | None:
+    def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None,
+              fixed: bool = False) -> Views | None:
         """The per-step robustness views (None without transforms); `size` and `steps` are unused (renders are
         net-sized; DGN-AM has no coarse steps)."""
         return parse_transforms(self.transforms).views(seeds)

@@ -162,15 +162,16 @@ class ImageAMConfig:
     def rule(self) -> StepRule:
         return StepRule(self.lr, self.lr_end, self.normalize, self.optimizer)
 
-    def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None) -> Views | None:
+    def views(self, seeds: list[int], size: tuple[int, int] | None = None, steps: int | None = None,
+              fixed: bool = False) -> Views | None:
         """The per-step robustness views of `size` (the net's input) for items with these seeds (None without
         transforms or coarse steps), drawn from the image as the parameterization draws it (`fourier_size`
         before upsampling, whose pixels the transforms count). With `steps` (a run of that many steps whose
         objectives and net allow it) and `coarse_scale`, the first `coarse_until` of the steps see views of
-        `coarse_size(size)`."""
+        `coarse_size(size)`; with `fixed` (a net of one input size) those views are upsampled to `size`."""
         coarse = self.coarse_size(size) if steps and size else None
         until = int(round(self.coarse_until * steps)) if coarse else 0
-        return parse_transforms(self.transforms).views(seeds, size, coarse, until)
+        return parse_transforms(self.transforms).views(seeds, size, coarse, until, fixed)
 
     def coarse_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
         """The views' size during the coarse steps (multiples of 8 px), or None when there are none."""

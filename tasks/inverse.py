@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 
 from models.errors import UserInputError
-from models.units import Unit
+from models.units import Unit, position_text
 
 __all__ = ["Constraint", "InverseConfig", "InverseResult", "inverse_set", "mean_pairwise_distance",
            "quantize_st", "DIVERSITY_SPACES"]
@@ -57,7 +57,7 @@ class Constraint:
     def label(self) -> str:
         """LAYER:UNIT[@Y,X], the spelling --constraint takes."""
         u = self.unit
-        return f"{u.layer}:{u.channel}" + (f"@{u.y},{u.x}" if u.y is not None else "")
+        return f"{u.layer}:{u.channel}" + position_text(u.y, u.x)
 
     def __str__(self) -> str:
         return f"{self.label}:{self.z1:g}:{self.z2:g}"

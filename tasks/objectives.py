@@ -4,6 +4,9 @@ An `Objective` wraps `acts -> Tensor[B]` and the set of layers it reads; it supp
 `*` and `/` by a number, and carries a readable `description` that lands in the Parquet `objective` column
 (after Lucid/Lucent's `wrap_objective`). `per_item` stacks one objective per batch row, which is how a
 batch of different units is optimized together: row i's score depends only on row i's input.
+
+Activations arrive channel-first whatever the net's layout (models/capture.py): a unit is `acts[layer][:, c]`
+at `[y, x]` of a map or patch grid; a prefix token (row PREFIX_ROW, column k) is `acts[prefix_key(layer)][:, c, k]`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["Objective", "Acts", "unit", "channel", "per_item", "softmax_unit", "blend", "ObjectiveSpec",
+from models.layout import PREFIX_ROW, prefix_key
+from models.units import position_text
+
+__all__ = ["Objective", "Acts", "unit", "channel", "position_vector", "per_item", "softmax_unit", "blend", "ObjectiveSpec",
            "OBJECTIVE_KINDS"]
 
 Acts = Mapping[str, torch.Tensor]
@@ -49,10 +55,13 @@ class Objective:
 
 
 def unit(layer: str, channel: int, y: int | None = None, x: int | None = None) -> Objective:
-    """Activation of one unit: channel `channel` of `layer`, at (y, x) for conv outputs."""
-    pos = f" @{y},{x}" if y is not None else ""
+    """Activation of one unit: channel `channel` of `layer`, at (y, x) of a map or patch grid, or at prefix
+    token x when y is PREFIX_ROW."""
+    pos = " " + position_text(y, x) if y is not None else ""
 
     def fn(acts: Acts) -> torch.Tensor:
+        if y == PREFIX_ROW:
+            return acts[prefix_key(layer)][:, channel, x]
         a = acts[layer]
         return a[:, channel, y, x] if y is not None else a[:, channel]
 
@@ -61,9 +70,19 @@ def unit(layer: str, channel: int, y: int | None = None, x: int | None = None) -
     return obj
 
 
+def position_vector(acts: Acts, layer: str, row: int, y: int | None, x: int | None) -> torch.Tensor:
+    """Batch row `row`'s activation vector [C] of `layer` at a unit's position: a map's or patch grid's (y, x),
+    a prefix token (y = PREFIX_ROW), or the mean over positions (patch tokens) for a unit without one."""
+    if y == PREFIX_ROW:
+        return acts[prefix_key(layer)][row, :, x]
+    a = acts[layer][row]
+    return a[:, y, x] if y is not None else a.reshape(a.shape[0], -1).mean(1)
+
+
 def channel(layer: str, channel: int) -> Objective:
-    """Mean over every spatial position of channel `channel` of `layer` (Lucid's `channel`, what it draws for
-    conv units); on a layer without spatial maps it is the unit's activation."""
+    """Mean over every position of channel `channel` of `layer` (Lucid's `channel`, what it draws for conv
+    units): over a map's positions, over a token layer's patch tokens (not its prefix tokens); on a vector
+    layer it is the unit's activation."""
     def fn(acts: Acts) -> torch.Tensor:
         a = acts[layer][:, channel]
         return a.flatten(1).mean(1) if a.dim() > 1 else a
@@ -83,9 +102,11 @@ def per_item(objectives: Sequence[Objective]) -> Objective:
     units = [getattr(o, "_unit", None) for o in objectives]
 
     if all(u is not None for u in units):
-        groups: dict[tuple[str, bool], list[int]] = {}  # (layer, pinned position?) -> rows
+        # (tensor key, how the position is indexed: None, "map" [y, x] or "prefix" [k]) -> rows
+        groups: dict[tuple[str, str | None], list[int]] = {}
         for i, u in enumerate(units):
-            groups.setdefault((u[0], u[2] is not None), []).append(i)
+            kind = None if u[2] is None else "prefix" if u[2] == PREFIX_ROW else "map"
+            groups.setdefault((prefix_key(u[0]) if kind == "prefix" else u[0], kind), []).append(i)
 
         index_cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
@@ -97,9 +118,11 @@ def per_item(objectives: Sequence[Objective]) -> Objective:
                 if key not in index_cache:
                     idx = [torch.tensor(rows, device=a.device),
                            torch.tensor([units[i][1] for i in rows], device=a.device)]
-                    if pinned:
+                    if pinned == "map":
                         idx += [torch.tensor([units[i][2] for i in rows], device=a.device),
                                 torch.tensor([units[i][3] for i in rows], device=a.device)]
+                    elif pinned == "prefix":
+                        idx.append(torch.tensor([units[i][3] for i in rows], device=a.device))
                     index_cache[key] = tuple(idx)
                 vals = a[index_cache[key]]
                 parts.append((rows, vals.flatten(1).mean(1) if vals.dim() > 1 else vals))

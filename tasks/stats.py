@@ -63,10 +63,12 @@ class RunningStats:
 
 
 @torch.no_grad()
-def encode(net: torch.nn.Module, to_input, images01: torch.Tensor, layer: str, batch_size: int = 32) -> np.ndarray:
-    """Codes E_l(x) [N, D] of [0, 1] RGB images at `layer` (flattened), in batches, truncated forward."""
+def encode(net: torch.nn.Module, to_input, images01: torch.Tensor, layer: str, batch_size: int = 32,
+           layouts=None) -> np.ndarray:
+    """Codes E_l(x) [N, D] of [0, 1] RGB images at `layer` (flattened channel-first: `layouts`, the net's
+    {layer: Layout}, as LoadedNet.layouts gives them), in batches, truncated forward."""
     out = []
-    with Capture(net, [layer]) as cap:
+    with Capture(net, [layer], layouts=layouts) as cap:
         for i in range(0, len(images01), batch_size):
             out.append(cap(to_input(images01[i:i + batch_size]))[layer].flatten(1).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))

@@ -46,7 +46,7 @@ class TransformSet:
             and set(self.angles) == {0.0}
 
     def views(self, seeds: list[int], size: tuple[int, int] | None = None, coarse: tuple[int, int] | None = None,
-              coarse_until: int = 0) -> Views | None:
+              coarse_until: int = 0, fixed: bool = False) -> Views | None:
         """The per-step view function for a batch of items with these seeds (None for the identity without
         coarse steps).
 
@@ -57,15 +57,19 @@ class TransformSet:
         a 128 px render and a 224 px net that is one grid sample of 128 x 128 and one upsample, 9 % less per
         MobileNetV2 step on a CPU than sampling 224 x 224 from the upsampled render, and the same field.
         `coarse`: the views' size for the steps before `coarse_until` (the same field of view with fewer
-        pixels: progressive resolution); later views have `size`.
+        pixels: progressive resolution); later views have `size`. `fixed` (a net that takes one input size
+        only, such as torchvision's ViT): coarse views are sampled at `coarse` and then upsampled to `size`, so
+        the net always sees `size`.
         """
         if self.identity and not (coarse and coarse_until > 0):
             return None
         seeds = list(seeds)
 
         def apply(x: torch.Tensor, step: int) -> torch.Tensor:
-            out = tuple(coarse if coarse and step < coarse_until else (size or x.shape[-2:]))
-            sample = tuple(min(o, int(n)) for o, n in zip(out, x.shape[-2:]))  # never more pixels than x has
+            early = bool(coarse) and step < coarse_until
+            out = tuple(coarse if early and not fixed else (size or x.shape[-2:]))
+            # never more pixels than x has, nor than a coarse step's
+            sample = tuple(min(o, int(n)) for o, n in zip(coarse if early else out, x.shape[-2:]))
             if self.identity and sample == tuple(x.shape[-2:]):
                 v = x
             else:

@@ -116,5 +116,5 @@ def test_config_file_supplies_flags_and_unknown_keys_are_named(tmp_path, capsys)
 def test_layers_command_lists_the_net(capsys):
     assert main(["layers", "--model", "tinynet"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["layer", "type", "units", "spatial"]
+    assert out.splitlines()[0].split() == ["layer", "type", "layout", "units", "positions"]
     assert "features.2  Conv2d" in out

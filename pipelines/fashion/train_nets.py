@@ -1,6 +1,6 @@
-"""Train the Fashion-MNIST classifiers (`fashion_cnn`, `fashion_resnet`) and the benchmark's judge.
+"""Train the Fashion-MNIST classifiers (`fashion_cnn`, `fashion_resnet`, `fashion_vit`) and the benchmark's judge.
 
-    python -m pipelines.fashion.train_nets --out models/nets [--nets fashion_cnn,fashion_resnet,judge]
+    python -m pipelines.fashion.train_nets --out models/nets [--nets fashion_cnn,fashion_resnet,fashion_vit,judge]
 
 Reads the 60,000 training photos once (pipelines/idx.py), trains each net (tasks/classifier_train.py), scores
 it on the 10,000 test photos, and writes `<out>/<name>.pt` (state dict) and `<out>/fashion.json` (the
@@ -20,6 +20,7 @@ import time
 import torch
 
 from models.fashion import FASHION, FashionCNN, FashionJudge, FashionResNet
+from models.fashion_vit import FashionViT
 from tasks.classifier_train import accuracy, train_classifier
 
 from ..idx import idx_split
@@ -30,6 +31,7 @@ __all__ = ["NET_RECIPES", "load_split", "train_nets"]
 NET_RECIPES = {
     "fashion_cnn": (FashionCNN, 12, 3e-3, 0.92),
     "fashion_resnet": (FashionResNet, 10, 3e-3, 0.91),
+    "fashion_vit": (FashionViT, 15, 1.5e-3, 0.88),
     "judge": (FashionJudge, 8, 2e-3, 0.0),
 }
 

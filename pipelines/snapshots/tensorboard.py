@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 from PIL import Image
 
 from models.errors import UserInputError
+from models.units import position_text
 
 from ..keys import safe_segment
 from ..storage import Store
@@ -53,7 +54,7 @@ def require_tensorboard() -> None:
 
 def unit_tag(layer: str, unit: int, y: int | None, x: int | None) -> str:
     """`neuron-atlas/<layer>/u<unit>[@y,x]`: the stable tag prefix of one unit."""
-    return f"{RUN}/{layer}/u{unit}" + (f"@{y},{x}" if y is not None else "")
+    return f"{RUN}/{layer}/u{unit}" + position_text(y, x)
 
 
 def _masked_crc32c(data: bytes) -> int:

@@ -29,7 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from ..keys import ItemKey, safe_segment
+from models.units import position_text
+
+from ..keys import ItemKey, position_segment, safe_segment
 from ..sink import parquet_bytes, pil_image, read_units
 from ..storage import Store
 from .figures import TILE, activation_plot, filmstrip
@@ -66,7 +68,7 @@ def tracking_dir(model: str, method: str, hyperparams: str) -> str:
 
 
 def _unit_name(unit: int, y: int | None, x: int | None) -> str:
-    return f"{unit}_{y}_{x}" if y is not None else str(unit)
+    return f"{unit}{position_segment(y, x)}"
 
 
 class Tracker:
@@ -160,7 +162,7 @@ class Tracker:
         steps = sorted({r["step"] for r in rows})
         seeds = sorted({r["seed"] for r in rows})
         cells = {(r["seed"], r["step"]): (self._thumbnail(r["image"]), r["activation_final"]) for r in rows}
-        pos = f"@{y},{x}" if y is not None else ""
+        pos = position_text(y, x)
         return filmstrip(f"{layer} u{unit}{pos}", steps, seeds, cells, self.tile)
 
     def _plot(self, layer: str, rows: list[dict]) -> Image.Image:

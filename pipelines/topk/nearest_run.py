@@ -68,6 +68,7 @@ class NearestSpec:
     std: tuple[float, ...] | None = None
     bgr: bool | None = None
     channels: int | None = None
+    layouts: tuple[tuple[str, str], ...] | None = None  # --layout LAYER=KIND overrides
     spaces: tuple[str, ...] = ()  # default: pixel + the net's top-level blocks
     same_class: bool = False
     k: int = 1
@@ -180,7 +181,8 @@ def plan_nearest(spec: NearestSpec) -> NearestPlan:
     atlas = spec.store(spec.atlas)
     model, weights = (spec.model, spec.weights) if spec.model else _manifest_net(atlas)
     net = NetSpec(model=model, weights=spec.weights or weights, input_size=spec.input_size, mean=spec.mean,
-                  std=spec.std, bgr=spec.bgr, channels=spec.channels, storage_options=spec.storage_options)
+                  std=spec.std, bgr=spec.bgr, channels=spec.channels, layouts=spec.layouts,
+                  storage_options=spec.storage_options)
     target = load_net(net.entry(), net.weights, storage_options=spec.storage_options)
     queries = _queries(atlas, safe_segment(model_slug(model), "model"), _logit_layers(target))
     if not queries:

@@ -199,7 +199,7 @@ class ImageWorker:
             return found + ((unit_maps(a).to("cpu", copy=True),) if job.maps and a.dim() == 4 else (None,))
 
         net = self._inference_net(list(parts))
-        with Capture(net, list(parts), model_name=self.spec.model, reduce=maxima) as cap:
+        with Capture(net, list(parts), model_name=self.spec.model, reduce=maxima, layouts=self.net.layouts) as cap:
             for pos, x in self._batches(job, failed):
                 acts = cap(self.net.to_input(x))
                 index = job.shard.start + np.asarray(pos, np.int64)
@@ -227,7 +227,7 @@ class ImageWorker:
         space only)."""
         if not layers:
             return contextlib.nullcontext()
-        return Capture(self._inference_net(layers), layers, model_name=self.spec.model,
+        return Capture(self._inference_net(layers), layers, model_name=self.spec.model, layouts=self.net.layouts,
                        reduce=lambda _layer, a: a.flatten(1).to(torch.float32, copy=True))
 
     def _codes(self, cap: Capture | None, x01: torch.Tensor, spaces) -> dict[str, torch.Tensor]:
@@ -297,7 +297,8 @@ class ImageWorker:
             chunk = rows[b:b + job.batch_size]
             x = torch.from_numpy(np.stack([views[i] for i, _, _ in chunk])).to(self.device)
             units = [(f.layer, f.channel, f.y, f.x) for _, _, f in chunk]
-            with Capture(self.net.net, sorted({u[0] for u in units}), model_name=self.spec.model) as cap:
+            with Capture(self.net.net, sorted({u[0] for u in units}), model_name=self.spec.model,
+                         layouts=self.net.layouts) as cap:
                 maps = gradient_x_input(cap, self.net.to_input(x), units)
             for (i, n, _), m in zip(chunk, maps.cpu().numpy()):
                 heats[i, n] = m

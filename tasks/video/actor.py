@@ -26,7 +26,7 @@ from ..actor import NetSpec, SynthesisActor, WorkItem
 from ..dgn import DGNConfig
 from ..image_am import ImageAMConfig
 from ..loop import optimize
-from ..objectives import ObjectiveSpec, per_item
+from ..objectives import ObjectiveSpec, per_item, position_vector
 from .parameterization import VideoConfig, pool_time, video_parameterization
 from .forward import VideoForward
 from .order import order_scores
@@ -130,8 +130,7 @@ class VideoActor(SynthesisActor):
         sign, out = batch.objective.sign, []
         for i, w in enumerate(batch.items):
             u = w.unit
-            a = r.final_acts[u.layer][i]
-            vec = a[:, u.y, u.x] if u.y is not None else a.reshape(a.shape[0], -1).mean(1)
+            vec = position_vector(r.final_acts, u.layer, i, u.y, u.x)
             out.append(VideoItemResult(w, frames[i].numpy(), sign * float(r.act_start[i]),
                                        sign * float(r.act_final[i]), sign * float(r.act_best[i]),
                                        vec.float().cpu().numpy(), batch.objective.describe(u.layer, u.channel, u.y, u.x),
