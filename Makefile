@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video \
-	fashion-data dgn-demo bench-dgn every-neuron bench-scale
+	fashion-data dgn-demo bench-dgn every-neuron every-neuron-vit bench-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,11 @@ dgn-demo: $(STAMP) fashion-data
 # plan's estimate beside the measured wall time, and a screenshot of a layer page (./every-neuron-out)
 every-neuron: $(STAMP) browser
 	$(BIN)/python -m benchmarks.every_neuron --out ./every-neuron-out $(ARGS)
+
+# the same for the transformer fashion_vit: every feature channel of every token layer (patch embedding, each block's
+# MLP neurons, the logits), DGN-AM through fashion-fc, its plan beside the measured time (./every-neuron-vit-out)
+every-neuron-vit: $(STAMP) browser
+	$(BIN)/python -m benchmarks.every_neuron --model fashion_vit --out ./every-neuron-vit-out $(ARGS)
 
 # the pipeline at a million items on the loopback S3 server: plan, per-item overhead, resume check, compaction,
 # DuckDB before/after, the site over 100,000 units (benchmarks/scale.json; make bench runs it unless --skip-scale)
@@ -110,4 +115,4 @@ bench-video: $(STAMP)
 	$(BIN)/python -m benchmarks.video_bench $(ARGS)
 
 clean:
-	rm -rf atlas-out snapshots-demo video-demo-out dgn-demo-out every-neuron-out
+	rm -rf atlas-out snapshots-demo video-demo-out dgn-demo-out every-neuron-out every-neuron-vit-out

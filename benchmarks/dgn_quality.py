@@ -13,8 +13,8 @@ architecture, models/fashion.py `FashionJudge`, trained on the training split an
     not copy: 0 expected).
 
 Rows: DGN-AM with the `fashion-fc` prior and its tuned settings on `fashion_cnn`, the same prior on
-`fashion_resnet`, ablations on `fashion_cnn` (no code bounds, no L2 decay, codes started from real photos'
-codes), image AM in the `lucid` and `yosinski` styles, held-out real photos (the reference row) and a blurred
+`fashion_resnet` and on the transformer `fashion_vit`, ablations on `fashion_cnn` (no code bounds, no L2
+decay, codes started from real photos' codes), image AM in the `lucid` and `yosinski` styles, held-out real photos (the reference row) and a blurred
 class average (a control that the measures are not fooled by smooth averages). Synthesis runs in this
 process through the actors' own code (tasks/actor.py, no Ray), one batch per row.
 
@@ -58,11 +58,12 @@ from tasks.realism import judged_probability, nearest_distances, pairwise_divers
 __all__ = ["ROWS", "measure", "main"]
 
 DGN_CNN, DGN_RESNET = "DGN-AM, fashion_cnn", "DGN-AM (same prior), fashion_resnet"
+DGN_VIT = "DGN-AM (same prior), fashion_vit"
 NO_BOUNDS, NO_L2, PHOTO_INIT = "ablation: no code bounds", "ablation: no L2 decay", "ablation: codes from real photos"
 LUCID, YOSINSKI = "image AM, lucid style", "image AM, yosinski style"
 REAL, BLUR = "real held-out photos", "control: blurred class average"
-ROWS = (DGN_CNN, DGN_RESNET, NO_BOUNDS, NO_L2, PHOTO_INIT, LUCID, YOSINSKI, REAL, BLUR)
-LOGITS = {"fashion_cnn": "classifier.6", "fashion_resnet": "fc"}
+ROWS = (DGN_CNN, DGN_RESNET, DGN_VIT, NO_BOUNDS, NO_L2, PHOTO_INIT, LUCID, YOSINSKI, REAL, BLUR)
+LOGITS = {"fashion_cnn": "classifier.6", "fashion_resnet": "fc", "fashion_vit": "heads.head"}
 
 
 def _dgn_settings(overrides: dict | None = None) -> tuple[DGNConfig, int]:
@@ -159,6 +160,9 @@ def measure(seeds: int = 8, log=print, only: tuple[str, ...] = ROWS, nets_dir: s
     if DGN_RESNET in only:
         res = SynthesisActor(spec("fashion_resnet"), device="cpu", code_upper=bounds)
         images[DGN_RESNET], acts[DGN_RESNET], seconds[DGN_RESNET] = _run(res, cfg, dgn_steps, seeds)
+    if DGN_VIT in only:  # the prior inverts fashion_cnn's fc6; here it drives a transformer's logits
+        vit = SynthesisActor(spec("fashion_vit"), device="cpu", code_upper=bounds)
+        images[DGN_VIT], acts[DGN_VIT], seconds[DGN_VIT] = _run(vit, cfg, dgn_steps, seeds)
     if NO_BOUNDS in only:
         free = SynthesisActor(spec("fashion_cnn"), device="cpu", code_upper=None)
         images[NO_BOUNDS], acts[NO_BOUNDS], seconds[NO_BOUNDS] = _run(free, replace(cfg, lower=-math.inf),
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the scores here")
     ap.add_argument("--sheet", help="write the contact sheet (PNG) here")
     ap.add_argument("--table", help="write the markdown table here")
+    ap.add_argument("--rows", help="';'-separated row names to measure (default: every row); the real photos "
+                    "and the blurred control are always scored")
     ap.add_argument("--sweep", type=json.loads, help="a JSON list of DGN-AM setting dicts to compare (see above)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -249,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {json.dumps(settings)} | {c['judge']:.3f} | {c['realism']:.2f} | {r['judge']:.3f} | "
                   f"{r['realism']:.2f} | {s[REAL]['judge']:.3f} |", flush=True)
         return 0
-    scores, images = measure(a.seeds, log=lambda m: print(m, file=sys.stderr))
+    only = tuple(r.strip() for r in a.rows.split(";")) if a.rows else ROWS
+    unknown = [r for r in only if r not in ROWS]
+    if unknown:
+        print(f"unknown --rows {unknown}; rows are: {'; '.join(ROWS)}", file=sys.stderr)
+        return 2
+    scores, images = measure(a.seeds, log=lambda m: print(m, file=sys.stderr), only=only)
     text = table(scores)
     print(text)
     if a.json:

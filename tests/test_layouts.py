@@ -27,6 +27,7 @@ from models.registry import NetEntry, register, resolve_model
 from models.units import Unit, parse_units, resolve_units
 from pipelines.cli import main
 from pipelines.keys import ItemKey
+from pipelines.sink import read_units
 from pipelines.storage import Store
 from pipelines.topk.topk_out import read_topk
 from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
@@ -220,3 +221,24 @@ def test_topk_maps_lie_over_the_patch_grid(tmp_path):
         assert (r["map_h"], r["map_w"]) == (8, 8)
         assert float(amap.max()) == pytest.approx(r["activation"], rel=1e-5, abs=1e-5)
         assert (r["y"], r["x"]) == (cy // 4, cx // 4)
+
+
+@pytest.mark.integration
+def test_a_fixed_size_vit_runs_in_every_style_with_no_extra_flag(tmp_path):
+    """torchvision's ViT asserts its input size: lucid (coarse views upsampled), yosinski, DGN-AM, --diversity
+    and --init all feed it exactly 16 px, and a class-token unit lands with its own key."""
+    from skimage import data
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).save(photo)
+    model = ["--model", VIT, "--input-size", "16"]
+    for i, extra in enumerate((["--steps", "3"], ["--style", "yosinski", "--steps", "3"],
+                               ["--method", "dgn", "--steps", "3"], ["--diversity", "0.5", "--seeds", "2", "--steps", "3"],
+                               ["--init", str(photo), "--steps", "3"])):
+        out = tmp_path / f"out{i}"
+        assert main(["atlas", *model, "--layers", VIT_MLP, "--units", "0,1@cls", *extra, "--out", str(out)]) == 0, extra
+        rows = read_units(Store(str(out))).to_pylist()
+        assert {(r["unit"], r["y"], r["x"]) for r in rows} == {(0, 2, 2), (1, PREFIX_ROW, 0)}
+        assert any(r["image"].split("/")[-1].startswith("1_cls_s0_") for r in rows)
+    # inverse sets render through the same fit_to; on this net they take minutes in a Ray actor behind the
+    # 224 px demo prior (checked by hand, README 'Transformers'), so they are not run here
