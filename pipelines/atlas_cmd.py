@@ -78,8 +78,9 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
     g.add_argument("--style", help="; ".join(f"{name}{' (default)' if name == DEFAULT_STYLE else ''}: {what}"
                                             for name, what in STYLE_HELP.items())
                    + ". The flags below override parts of it")
-    g.add_argument("--param", help="pixel (Yosinski's regularized pixels) or fourier (Lucid's decorrelated "
-                   "frequency space)")
+    g.add_argument("--param", help="pixel (Yosinski's regularized pixels), fourier (Lucid's decorrelated "
+                   "frequency space) or maco (only the Fourier phase, with a fixed natural-image magnitude: Fel et "
+                   "al. 2023, for deep nets and ViTs)")
     g.add_argument("--preset", help="pixel regularizer preset: sparse, highfreq, lowfreq (the paper's best), "
                    "contrib, none")
     g.add_argument("--transforms", help="random views per step: none, standard (Lucent's), zoom (the lucid "

@@ -1,18 +1,20 @@
-"""Image-space activation maximization: two parameterizations, two optimizers, optional robustness views.
+"""Image-space activation maximization: three parameterizations, two optimizers, optional robustness views.
 
 `param="pixel"` (Yosinski et al. 2015): update x <- r_theta(x + eta * da/dx) on mean-centred 0-255 pixels,
 r_theta composed of L2 decay, a Gaussian blur every `blur_every` steps, clipping of small-norm pixels and of
 small-contribution pixels, then a clamp to the valid pixel range; the four Table 1 presets are selectable by
 name. `param="fourier"` (Olah et al. 2017, Lucid/Lucent): decorrelated, frequency-scaled image space through
-a sigmoid (tasks/fourier.py); the pixel regularizers do not apply. `transforms` names the random views the
+a sigmoid (tasks/fourier.py); the pixel regularizers do not apply. `param="maco"` (Fel et al. 2023): only the
+phase is optimized, the magnitude stays a natural-image spectrum (tasks/maco.py), so deep nets and ViTs keep
+photo-like energy per frequency. `transforms` names the random views the
 net sees at each step (tasks/transforms.py), `optimizer` is normalized ascent or Adam (tasks/loop.py).
 
 `coarse_scale` (progressive resolution) shows the net views at that fraction of its input size for the first
 `coarse_until` of the steps (the views resample the render straight to the smaller size), then full-size
 views: the early steps, which lay out the picture's large shapes, cost about half as much. It applies only to
 objectives without a position (logits, fc units, conv channel means: a unit at (y, x) would move on a smaller
-map) and to nets that run on the smaller input (tasks/actor.py checks); the saved picture and its activation
-are always measured at full size.
+map); a net that takes one input size only (torchvision's ViT) gets the coarse views upsampled to it
+(tasks/actor.py checks once); the saved picture and its activation are always measured at full size.
 
 A `style` bundles a measured combination: `yosinski` (pixel, lowfreq, normalized ascent: the paper's method)
 and `lucid`: Lucid's decorrelated Fourier image rendered at 128 px and upsampled to the net's input (as
@@ -29,8 +31,10 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 
 from models.errors import UserInputError
+from models.spectra import natural_spectrum
 
 from .fourier import fourier_parameterization
+from .maco import maco_parameterization
 from .loop import OPTIMIZERS, Parameterization, StepRule, Views
 from .regularizers import (clamp_range, clip_small_contribution, clip_small_norm, gaussian_blur, l2_decay)
 from .transforms import parse_transforms
@@ -48,12 +52,15 @@ PRESETS: dict[str, tuple[float, float, int, float, float]] = {
 }
 
 
-PARAMS = ("pixel", "fourier")
+PARAMS = ("pixel", "fourier", "maco")
+SPECTRAL = ("fourier", "maco")  # params whose images come from a spectrum: no pixel presets, --fourier-size allowed
 
 # (param, optimizer) -> (lr, lr_end, normalize): pixel steps are in 0-255 levels, fourier steps in
 # spectrum units (Lucent's Adam lr 0.05); Adam needs no normalization.
 _STEP_DEFAULTS = {("pixel", "ascent"): (6.0, 1.0, True), ("pixel", "adam"): (1.0, None, False),
-                  ("fourier", "ascent"): (0.05, 0.005, True), ("fourier", "adam"): (0.05, None, False)}
+                  ("fourier", "ascent"): (0.05, 0.005, True), ("fourier", "adam"): (0.05, None, False),
+                  # MACO's phases are standardized when rendered; the authors' reference uses (N)Adam at 1.0
+                  ("maco", "ascent"): (0.5, 0.05, True), ("maco", "adam"): (1.0, None, False)}
 
 # --style NAME -> the flags it sets (explicit flags win) and its step count
 STYLES: dict[str, dict] = {
@@ -108,13 +115,13 @@ class ImageAMConfig:
             raise UserInputError(f"unknown --optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
         if self.style is not None and self.style not in STYLES:
             raise UserInputError(f"unknown --style {self.style!r}; use one of {', '.join(STYLES)}")
-        if self.param == "fourier" and self.preset != "none":
+        if self.param in SPECTRAL and self.preset != "none":
             raise UserInputError(f"--preset {self.preset} is a pixel-space regularizer; drop it with --param "
-                                 "fourier (the frequency scaling and the sigmoid regularize instead)")
+                                 f"{self.param} (the spectrum and the sigmoid regularize instead)")
         parse_transforms(self.transforms)  # a bad set is a user error now, not in an actor
-        if self.fourier_size is not None and (self.param != "fourier" or self.fourier_size < 8):
-            raise UserInputError(f"--fourier-size {self.fourier_size} needs --param fourier and a size of at "
-                                 "least 8 (pixels of the rendered image before upsampling)")
+        if self.fourier_size is not None and (self.param not in SPECTRAL or self.fourier_size < 8):
+            raise UserInputError(f"--fourier-size {self.fourier_size} needs --param fourier or maco and a size of "
+                                 "at least 8 (pixels of the rendered image before upsampling)")
         if self.coarse_scale is not None and not (0 < self.coarse_scale < 1 and 0 < self.coarse_until <= 1):
             raise UserInputError(f"--coarse {self.coarse_scale}:{self.coarse_until} needs a scale between 0 and 1 "
                                  "(of the net's input size) and a fraction of the steps in (0, 1], e.g. 0.7:0.5")
@@ -139,7 +146,7 @@ class ImageAMConfig:
         base = STYLES[style or "yosinski"]
         param = param or base["param"]
         if preset is None:
-            preset = base["preset"] if param == base["param"] else ("none" if param == "fourier" else "lowfreq")
+            preset = base["preset"] if param == base["param"] else ("none" if param in SPECTRAL else "lowfreq")
         optimizer = optimizer or base["optimizer"]
         if param not in PARAMS or optimizer not in OPTIMIZERS:
             cls(param=param, optimizer=optimizer)  # raises the one-line error
@@ -148,7 +155,7 @@ class ImageAMConfig:
             lr, lr_end = base.get("lr", lr), base.get("lr_end", lr_end)
         steps = {"lr": lr, "lr_end": lr_end, "normalize": normalize}
         steps.update({k: v for k, v in overrides.items() if v is not None})
-        if fourier_size is None and param == base["param"]:
+        if fourier_size is None and (param == base["param"] or (param in SPECTRAL and base["param"] in SPECTRAL)):
             fourier_size = base.get("fourier_size")
         if coarse is None:
             coarse = (base["coarse_scale"], 0.5) if "coarse_scale" in base else False
@@ -199,6 +206,9 @@ def image_parameterization(cfg: ImageAMConfig, seeds: list[int], size: tuple[int
     per value of `mean01` (the net's channel count). `init` [B, C, H, W] in [0, 1]: start from these images
     instead (a photo's caricature): the pixels themselves, or the spectrum that renders them."""
     channels = len(mean01)
+    if cfg.param == "maco":
+        return maco_parameterization(seeds, size, device, natural_spectrum(channels), fourier_size=cfg.fourier_size,
+                                     init=init)
     if cfg.param == "fourier":
         return fourier_parameterization(seeds, size, device, sd=cfg.fourier_sd, decay=cfg.decay_power,
                                         decorrelate=cfg.decorrelate, fourier_size=cfg.fourier_size,
