@@ -240,5 +240,8 @@ def test_a_fixed_size_vit_runs_in_every_style_with_no_extra_flag(tmp_path):
         rows = read_units(Store(str(out))).to_pylist()
         assert {(r["unit"], r["y"], r["x"]) for r in rows} == {(0, 2, 2), (1, PREFIX_ROW, 0)}
         assert any(r["image"].split("/")[-1].startswith("1_cls_s0_") for r in rows)
+    assert main(["report", str(tmp_path / "out0")]) == 0
+    pages = "".join(p.read_text() for p in (tmp_path / "out0" / "site").rglob("*.html"))
+    assert "at the cls token" in pages and "at (2, 2)" in pages
     # inverse sets render through the same fit_to; on this net they take minutes in a Ray actor behind the
     # 224 px demo prior (checked by hand, README 'Transformers'), so they are not run here

@@ -17,12 +17,21 @@ import hashlib
 import json
 from collections import defaultdict
 
+from models.layout import PREFIX_ROW, prefix_name
+
 from ..init_photos import init_path
 from .paths import Locator
 from .render import fmt_number
 from .starts import diversity_of, init_digest, start_of, without_diversity
 
 __all__ = ["hyperparam_items", "seed_groups", "facets", "caricatures"]
+
+
+def position_label(y, x) -> str | None:
+    """How a unit's position reads on the site: '(6, 6)' on a map or patch grid, 'the cls token' for a prefix one."""
+    if y is None:
+        return None
+    return f"the {prefix_name(int(x))} token" if int(y) == PREFIX_ROW else f"({int(y)}, {int(x)})"
 
 
 def hyperparam_items(text: str | None) -> list[list[str]]:
@@ -57,7 +66,7 @@ def seed_groups(rows: list[dict], chosen: dict | None, unit: int, locator: Locat
     for (method, objective, y, x, hp), items in sorted(grouped.items(), key=lambda kv: (
             kv[0][0], kv[0][1], kv[0][2] is not None, kv[0][2] or 0, kv[0][3] or 0, kv[0][4])):
         items = sorted(items, key=lambda r: (r["seed"], str(r["image"])))
-        out.append({"method": method, "objective": objective, "position": None if y is None else [y, x],
+        out.append({"method": method, "objective": objective, "position": position_label(y, x),
                     "hp8": hashlib.sha256(hp.encode()).hexdigest()[:8], "hyperparams": hyperparam_items(hp),
                     "start": start_of(items[0]), "rows": items,
                     "figures": [_figure(r, chosen, unit, method, locator) for r in items]})
