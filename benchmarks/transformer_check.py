@@ -11,6 +11,10 @@ as a `state_dict` and passed by `--weights` (no hub download):
    layouts: the channel's mean over patch tokens (ViT, class token left out) or positions (Swin). Each unit's own
    image must drive it more than any other unit's image does.
 Writes OUT/transformer-check.json and prints one line per net.
+
+`--speed N`: also the throughput of channel AM on each net in this process (the actor's own code, no Ray), the
+default style at `--speed-steps` steps: N units as one batch against the same N one at a time, after a warm-up,
+as items per second (the device is the actor's: a GPU where there is one).
 """
 
 from __future__ import annotations
@@ -92,22 +96,56 @@ def check(model: str, layer: str, kind: str, out: str, steps: int, units: str) -
             "command": " ".join(cmd[2:])}
 
 
+def speed(model: str, layer: str, n: int, steps: int) -> dict:
+    """Items/s of channel AM on `n` units as one batch and one at a time (module docstring)."""
+    import time as _time
+
+    from models.units import Unit
+    from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
+    from tasks.image_am import ImageAMConfig
+    from tasks.objectives import ObjectiveSpec
+
+    actor = SynthesisActor(NetSpec(model, weights="random"))
+    cfg, obj = ImageAMConfig.build("lucid"), ObjectiveSpec("channel")
+    items = [WorkItem(Unit(layer, c), 0) for c in range(n)]
+    actor.run(Batch(tuple(items[:1]), cfg, 2, objective=obj))  # warm-up: allocations, the coarse-size check
+    t0 = _time.perf_counter()
+    actor.run(Batch(tuple(items), cfg, steps, objective=obj))
+    batched = _time.perf_counter() - t0
+    t0 = _time.perf_counter()
+    for item in items:
+        actor.run(Batch((item,), cfg, steps, objective=obj))
+    single = _time.perf_counter() - t0
+    return {"model": model, "layer": layer, "items": n, "steps": steps, "device": str(actor.device),
+            "batched_items_per_s": round(n / batched, 4), "single_items_per_s": round(n / single, 4),
+            "batched_speedup": round(single / batched, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="transformer-check-out")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--units", default="0:3")
     ap.add_argument("--nets", default=",".join(n[0].split(":")[1] for n in NETS))
+    ap.add_argument("--speed", type=int, default=0, help="also time N units batched against one at a time")
+    ap.add_argument("--speed-steps", type=int, default=16)
+    ap.add_argument("--skip-check", action="store_true", help="only the speed measurement")
     a = ap.parse_args(argv)
     wanted = set(a.nets.split(","))
-    results = [check(m, layer, kind, a.out, a.steps, a.units) for m, layer, kind in NETS
-               if m.split(":")[1] in wanted]
+    nets = [(m, layer, kind) for m, layer, kind in NETS if m.split(":")[1] in wanted]
+    results = [] if a.skip_check else [check(m, layer, kind, a.out, a.steps, a.units) for m, layer, kind in nets]
+    speeds = [speed(m, layer, a.speed, a.speed_steps) for m, layer, _ in nets] if a.speed else []
+    for r in speeds:
+        print(f"{r['model']} {r['layer']} on {r['device']}: {r['items']} units x {r['steps']} steps: batched "
+              f"{r['batched_items_per_s']} items/s, one at a time {r['single_items_per_s']} items/s "
+              f"({r['batched_speedup']}x)")
     for r in results:
         print(f"{r['model']} {r['layer']}: start {r['activation_start']} -> final {r['activation_final']} "
               f"(rises: {r['rises']}); hook own {r['hook_own']} vs best other {r['hook_best_other']} "
               f"(own image wins: {r['own_image_drives_its_unit_most']}); {r['wall_s']} s")
+    os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "transformer-check.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"check": results, "speed": speeds}, f, indent=1)
     return 0 if all(r["rises"] and r["own_image_drives_its_unit_most"] for r in results) else 1
 
 
