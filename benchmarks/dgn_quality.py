@@ -14,8 +14,9 @@ architecture, models/fashion.py `FashionJudge`, trained on the training split an
 
 Rows: DGN-AM with the `fashion-fc` prior and its tuned settings on `fashion_cnn`, the same prior on
 `fashion_resnet` and on the transformer `fashion_vit`, ablations on `fashion_cnn` (no code bounds, no L2
-decay, codes started from real photos' codes), image AM in the `lucid` and `yosinski` styles, held-out real photos (the reference row) and a blurred
-class average (a control that the measures are not fooled by smooth averages). Synthesis runs in this
+decay, codes started from real photos' codes), image AM in the `lucid` and `yosinski` styles and the lucid
+style with MACO (`--param maco`) on `fashion_cnn` and `fashion_vit`, held-out real photos (the reference row)
+and a blurred class average (a control that the measures are not fooled by smooth averages). Synthesis runs in this
 process through the actors' own code (tasks/actor.py, no Ray), one batch per row.
 
     python -m benchmarks.dgn_quality [--seeds 8] [--json F] [--sheet docs/dgn-fashion-sheet.png]
@@ -61,8 +62,11 @@ DGN_CNN, DGN_RESNET = "DGN-AM, fashion_cnn", "DGN-AM (same prior), fashion_resne
 DGN_VIT = "DGN-AM (same prior), fashion_vit"
 NO_BOUNDS, NO_L2, PHOTO_INIT = "ablation: no code bounds", "ablation: no L2 decay", "ablation: codes from real photos"
 LUCID, YOSINSKI = "image AM, lucid style", "image AM, yosinski style"
+MACO = "image AM, lucid style with MACO"
+LUCID_VIT, MACO_VIT = "image AM, lucid style, fashion_vit", "image AM, lucid style with MACO, fashion_vit"
 REAL, BLUR = "real held-out photos", "control: blurred class average"
-ROWS = (DGN_CNN, DGN_RESNET, DGN_VIT, NO_BOUNDS, NO_L2, PHOTO_INIT, LUCID, YOSINSKI, REAL, BLUR)
+ROWS = (DGN_CNN, DGN_RESNET, DGN_VIT, NO_BOUNDS, NO_L2, PHOTO_INIT, LUCID, YOSINSKI, MACO, LUCID_VIT, MACO_VIT,
+        REAL, BLUR)
 LOGITS = {"fashion_cnn": "classifier.6", "fashion_resnet": "fc", "fashion_vit": "heads.head"}
 
 
@@ -176,9 +180,12 @@ def measure(seeds: int = 8, log=print, only: tuple[str, ...] = ROWS, nets_dir: s
         images[PHOTO_INIT], acts[PHOTO_INIT], seconds[PHOTO_INIT] = _run_from_codes(cnn, cfg, dgn_steps, seeds,
                                                                                     codes)
     plain = SynthesisActor(spec("fashion_cnn", dgn=False), device="cpu")
-    for row, style in ((LUCID, "lucid"), (YOSINSKI, "yosinski")):
+    vit = SynthesisActor(spec("fashion_vit", dgn=False), device="cpu")
+    for row, actor, style, param in ((LUCID, plain, "lucid", None), (YOSINSKI, plain, "yosinski", None),
+                                     (MACO, plain, "lucid", "maco"), (LUCID_VIT, vit, "lucid", None),
+                                     (MACO_VIT, vit, "lucid", "maco")):
         if row in only:
-            images[row], acts[row], seconds[row] = _run(plain, ImageAMConfig.build(style),
+            images[row], acts[row], seconds[row] = _run(actor, ImageAMConfig.build(style, param=param),
                                                         steps or STYLES[style]["steps"], seeds)
     images[REAL] = real
     means = torch.stack([train_x[train_y == c].float().mean(0) / 255.0 for c in range(10)])

@@ -8,6 +8,7 @@ from .report_bench import report_lines
 from .snapshots_bench import snapshots_report
 from .step_bench import step_report
 from .topk_bench import topk_report
+from .transformer_check import transformers_report
 from .video_bench import video_report
 
 __all__ = ["report"]
@@ -22,7 +23,7 @@ def _scale_report(s: dict) -> list[str]:
 # results.json key -> its section's Markdown, in the report's order
 _SECTIONS = (("quality", quality_report), ("topk", topk_report), ("snapshots", snapshots_report),
              ("report", report_lines), ("video", video_report), ("scale", _scale_report), ("step", step_report),
-             ("facets", facets_report))
+             ("facets", facets_report), ("transformers", transformers_report))
 
 
 def report(r: dict) -> str:

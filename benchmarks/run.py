@@ -20,7 +20,9 @@ Measures in one run, on one machine, on MobileNetV2 with its real ImageNet weigh
      --skip-dgn;
   10. the pipeline at a million items (benchmarks/scale_bench.py), unless --skip-scale;
   11. the optimization step itself (benchmarks/step_bench.py): subnormal flushing, coarse views, torch.compile;
-  12. facets (benchmarks/facets_bench.py): diversity, caricatures and DGN-AM from a photo, unless --skip-facets.
+  12. facets (benchmarks/facets_bench.py): diversity, caricatures and DGN-AM from a photo, unless --skip-facets;
+  13. transformers (benchmarks/transformer_check.py): channel AM on ViT-B/16 and Swin-T (seeded random weights),
+      a batch of units against the same units one at a time, unless --skip-transformers.
 Writes a Markdown report (benchmarks/markdown.py) and a JSON file with every figure. A section left out with
 --skip-* keeps the figures of the previous JSON file, marked in the report as carried over from an earlier run.
 It is a command and a report, not a test. `--device cuda` on a machine without CUDA stops at once with one line.
@@ -214,6 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-report", action="store_true",
                     help="skip the report benchmark (a 10,000-unit layer's site and its page in headless Chromium)")
     ap.add_argument("--skip-step", action="store_true", help="skip the step section (torch.compile and friends)")
+    ap.add_argument("--skip-transformers", action="store_true",
+                    help="skip channel AM on ViT-B/16 and Swin-T (batched against one at a time)")
     ap.add_argument("--skip-facets", action="store_true",
                     help="skip diversity, caricatures and DGN-AM from a photo (with their contact sheets)")
     args = ap.parse_args(argv)
@@ -292,6 +296,9 @@ def main(argv=None) -> int:
         results["step"] = measure_step(str(device), log)
     if not args.skip_facets:
         results["facets"] = measure_facets(log, steps=8 if q else 256)
+    if not args.skip_transformers:
+        from .transformer_check import measure_transformers
+        results["transformers"] = measure_transformers(str(device), 2 if q else 4, 4 if q else 16, log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
@@ -302,7 +309,8 @@ def _topk(args, results: dict, log) -> None:
 
 
 SCALE_JSON = "benchmarks/scale.json"
-SECTIONS = ("quality", "topk", "report", "snapshots", "video", "dgn_fashion", "scale", "step", "ray", "facets")
+SECTIONS = ("quality", "topk", "report", "snapshots", "video", "dgn_fashion", "scale", "step", "ray", "facets",
+            "transformers")
 
 
 def _finish(args, results: dict, log, quality: bool) -> int:

@@ -96,7 +96,7 @@ def check(model: str, layer: str, kind: str, out: str, steps: int, units: str) -
             "command": " ".join(cmd[2:])}
 
 
-def speed(model: str, layer: str, n: int, steps: int) -> dict:
+def speed(model: str, layer: str, n: int, steps: int, device: str | None = None) -> dict:
     """Items/s of channel AM on `n` units as one batch and one at a time (module docstring)."""
     import time as _time
 
@@ -105,7 +105,7 @@ def speed(model: str, layer: str, n: int, steps: int) -> dict:
     from tasks.image_am import ImageAMConfig
     from tasks.objectives import ObjectiveSpec
 
-    actor = SynthesisActor(NetSpec(model, weights="random"))
+    actor = SynthesisActor(NetSpec(model, weights="random"), device=device)
     cfg, obj = ImageAMConfig.build("lucid"), ObjectiveSpec("channel")
     items = [WorkItem(Unit(layer, c), 0) for c in range(n)]
     actor.run(Batch(tuple(items[:1]), cfg, 2, objective=obj))  # warm-up: allocations, the coarse-size check
@@ -119,6 +119,30 @@ def speed(model: str, layer: str, n: int, steps: int) -> dict:
     return {"model": model, "layer": layer, "items": n, "steps": steps, "device": str(actor.device),
             "batched_items_per_s": round(n / batched, 4), "single_items_per_s": round(n / single, 4),
             "batched_speedup": round(single / batched, 2)}
+
+
+def measure_transformers(device: str, n: int, steps: int, log=print) -> dict:
+    """The bench's transformers section (benchmarks/run.py): `speed` on every net of NETS."""
+    rows = []
+    for model, layer, _ in NETS:
+        rows.append(speed(model, layer, n, steps, device))
+        log(f"transformers: {rows[-1]}")
+    return {"speed": rows}
+
+
+def transformers_report(t: dict) -> list[str]:
+    """The BENCHMARKS.md section of `measure_transformers`' figures."""
+    lines = ["## Transformers: channel AM on ViT-B/16 and Swin-T", "",
+             "Seeded random weights (no download), the default style, `--objective channel` on a token layer (ViT) "
+             "and a channels-last layer (Swin); the actor's own code in this process, after a warm-up "
+             "(`benchmarks/transformer_check.py`; `python -m benchmarks.transformer_check` also checks the pictures "
+             "with an independent hook, README 'Transformers').", "",
+             "| net, layer | device | units | steps | batched items/s | one at a time items/s | batched speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for r in t["speed"]:
+        lines.append(f"| `{r['model'].split(':')[1]}` `{r['layer']}` | {r['device']} | {r['items']} | {r['steps']} | "
+                     f"{r['batched_items_per_s']:.3f} | {r['single_items_per_s']:.3f} | {r['batched_speedup']:.2f}x |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

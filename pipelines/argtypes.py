@@ -34,7 +34,9 @@ def floats3(text: str) -> tuple[float, ...]:
 
 def preprocessing_kwargs(args: argparse.Namespace) -> dict:
     """The preprocessing flags as keyword arguments of `resolve_model` and `NetSpec`."""
-    layouts = tuple(getattr(args, "layout", None) or ()) or None
+    # a --config file gives LAYER=KIND strings, which argparse's type does not see
+    layouts = tuple(parse_layout(v) if isinstance(v, str) else tuple(v) for v in getattr(args, "layout", None) or ())
+    layouts = layouts or None
     return {"input_size": args.input_size, "mean": args.mean, "std": args.std, "bgr": args.bgr,
             "channels": getattr(args, "channels", None), "layouts": layouts}
 

@@ -84,6 +84,12 @@ def test_layers_json_and_table_carry_the_layout(capsys):
     assert main(["layers", "--model", SWIN, "--input-size", "16"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("features.1.0.mlp.0 "))
     assert line.split()[-3:] == ["channels_last", "32", "4x4"]
+    assert main(["layers", "--model", VIT, "--input-size", "16", "--layout", f"{VIT_MLP}=tokens:0", "--json"]) == 0
+    forced = next(r for r in json.loads(capsys.readouterr().out) if r["layer"] == VIT_MLP)
+    assert forced["layout"] == {"kind": "tokens", "prefix": [], "grid": [1, 17]}
+    with pytest.raises(SystemExit) as bad:
+        main(["layers", "--model", VIT, "--input-size", "16", "--layout", f"{VIT_MLP}=rows"])
+    assert bad.value.code == 2 and "malformed --layout" in capsys.readouterr().err
 
 
 def test_units_address_patch_tokens_prefix_tokens_and_default_to_the_centre_token():
