@@ -25,8 +25,8 @@ from .capture import first_tensor, unknown_layer
 from .errors import UserInputError
 from .layout import Layout, TraceRecord, default_layout, infer_layouts
 
-__all__ = ["LayerInfo", "trace_layers", "format_layers", "layers_json", "expand_layers", "is_layer_pattern", "select_layers",
-           "default_selection", "UNIT_TYPES"]
+__all__ = ["LayerInfo", "trace_layers", "format_layers", "layers_json", "expand_layers", "is_layer_pattern",
+           "select_layers", "default_selection", "UNIT_TYPES"]
 
 # module types whose outputs are a net's own units: what `--layers all` selects
 UNIT_TYPES = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",

@@ -199,7 +199,8 @@ def parse_layout(text: str) -> tuple[str, Layout | str]:
     layer, sep, kind = text.partition("=")
     kind = kind.strip()
     base, _, prefix = kind.partition(":")
-    if not sep or not layer.strip() or base not in LAYOUT_KINDS or (prefix and (base != "tokens" or not prefix.isdigit())):
+    bad_prefix = bool(prefix) and (base != "tokens" or not prefix.isdigit())
+    if not sep or not layer.strip() or base not in LAYOUT_KINDS or bad_prefix:
         raise UserInputError(f"malformed --layout {text!r}; use LAYER=KIND with KIND one of "
                              f"{', '.join(LAYOUT_KINDS)} (tokens:P names P prefix tokens), e.g. "
                              "'blocks.3.mlp.fc1=tokens:1'")

@@ -3,9 +3,10 @@
     python -m pipelines.spectra [--out models/spectra] [--size 224]
 
 Every bundled photo (skimage's ~20 photos and scikit-learn's two, pipelines/photos.py; not the 25 px faces, whose
-upsampling would hold no high frequencies) is centre-cropped to a square and resized to `--size` pixels; `natural-rgb.npy` is their mean magnitude spectrum [3, S, S//2+1] in
-the decorrelated colour space, `natural-grey.npy` that of their Rec. 601 luma [1, S, S//2+1]. Writes a JSON record
-of the command and the photos used beside them.
+upsampling would hold no high frequencies) is centre-cropped to a square and resized to `--size` pixels;
+`natural-rgb.npy` is their mean magnitude spectrum [3, S, S//2+1] in the decorrelated colour space,
+`natural-grey.npy` that of their Rec. 601 luma [1, S, S//2+1]. Writes a JSON record of the command and the photos
+used beside them.
 """
 
 from __future__ import annotations

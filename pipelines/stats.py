@@ -57,10 +57,11 @@ class StatsSpec:
     std: tuple[float, ...] | None = None
     bgr: bool | None = None
     channels: int | None = None
+    layouts: tuple[tuple[str, str], ...] | None = None  # --layout LAYER=KIND overrides
 
     def net(self) -> NetSpec:
         return NetSpec(self.model, self.weights, self.input_size, self.mean, self.std, self.bgr, self.channels,
-                       storage_options=self.storage_options)
+                       self.layouts, storage_options=self.storage_options)
 
 
 def resolve_encoder(generator: str | None, model: str | None, layer: str | None) -> tuple[str, str]:

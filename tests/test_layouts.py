@@ -239,7 +239,8 @@ def test_a_fixed_size_vit_runs_in_every_style_with_no_extra_flag(tmp_path):
     Image.fromarray(data.chelsea()).save(photo)
     model = ["--model", VIT, "--input-size", "16"]
     for i, extra in enumerate((["--steps", "3"], ["--style", "yosinski", "--steps", "3"],
-                               ["--method", "dgn", "--steps", "3"], ["--diversity", "0.5", "--seeds", "2", "--steps", "3"],
+                               ["--method", "dgn", "--steps", "3"],
+                               ["--diversity", "0.5", "--seeds", "2", "--steps", "3"],
                                ["--init", str(photo), "--steps", "3"])):
         out = tmp_path / f"out{i}"
         assert main(["atlas", *model, "--layers", VIT_MLP, "--units", "0,1@cls", *extra, "--out", str(out)]) == 0, extra
