@@ -105,7 +105,7 @@ def speed(model: str, layer: str, n: int, steps: int, device: str | None = None)
     from tasks.image_am import ImageAMConfig
     from tasks.objectives import ObjectiveSpec
 
-    actor = SynthesisActor(NetSpec(model, weights="random"), device=device)
+    actor = SynthesisActor(NetSpec(model), device=device)  # as built: seeded by the actor, nothing downloaded
     cfg, obj = ImageAMConfig.build("lucid"), ObjectiveSpec("channel")
     items = [WorkItem(Unit(layer, c), 0) for c in range(n)]
     actor.run(Batch(tuple(items[:1]), cfg, 2, objective=obj))  # warm-up: allocations, the coarse-size check
@@ -132,7 +132,7 @@ def measure_transformers(device: str, n: int, steps: int, log=print) -> dict:
 
 def transformers_report(t: dict) -> list[str]:
     """The BENCHMARKS.md section of `measure_transformers`' figures."""
-    lines = ["## Transformers: channel AM on ViT-B/16 and Swin-T", "",
+    lines = ["", "## Transformers: channel AM on ViT-B/16 and Swin-T", "",
              "Seeded random weights (no download), the default style, `--objective channel` on a token layer (ViT) "
              "and a channels-last layer (Swin); the actor's own code in this process, after a warm-up "
              "(`benchmarks/transformer_check.py`; `python -m benchmarks.transformer_check` also checks the pictures "
@@ -142,6 +142,8 @@ def transformers_report(t: dict) -> list[str]:
     for r in t["speed"]:
         lines.append(f"| `{r['model'].split(':')[1]}` `{r['layer']}` | {r['device']} | {r['items']} | {r['steps']} | "
                      f"{r['batched_items_per_s']:.3f} | {r['single_items_per_s']:.3f} | {r['batched_speedup']:.2f}x |")
+    if t.get("note"):
+        lines += ["", t["note"]]
     return lines
 
 
