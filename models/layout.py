@@ -40,7 +40,8 @@ LAYOUT_KINDS = ("channels_first", "channels_last", "tokens", "vector")
 PREFIX_ROW = -1  # the row of a unit's position that addresses a prefix token (its column is the token's index)
 _MAX_PREFIX = 16  # at most this many prefix tokens before a patch grid (class token, distillation, registers)
 
-_LAST_DIM = frozenset({"Linear", "LayerNorm", "MultiheadAttention", "RMSNorm", "LayerNorm2d_last", "Attention",
+# module types whose output keeps its channels last (timm's `Attention` and `LayerScale` included)
+_LAST_DIM = frozenset({"Linear", "LayerNorm", "MultiheadAttention", "RMSNorm", "Attention",
                        "NonDynamicallyQuantizableLinear", "LazyLinear", "Bilinear", "LayerScale"})
 _FIRST_DIM = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                         "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "FrozenBatchNorm", "FrozenBatchNorm2d",
@@ -161,7 +162,7 @@ def infer_layouts(records: Sequence[TraceRecord]) -> dict[str, Layout]:
             side[r.name] = "last"
         elif r.type in _FIRST_DIM:
             side[r.name] = "first"
-    last_widths = {records_shape[-1] for records_shape in (r.shape for r in by_end if side.get(r.name) == "last")}
+    last_widths = {r.shape[-1] for r in by_end if side.get(r.name) == "last"}  # widths only those modules make
     for i, r in enumerate(by_end):
         if len(r.shape) < 2 or r.name in side:
             continue
