@@ -23,7 +23,7 @@ from torch import nn
 
 from .capture import first_tensor, unknown_layer
 from .errors import UserInputError
-from .layout import Layout, TraceRecord, default_layout, infer_layouts
+from .layout import Layout, TraceRecord, default_layout, forced_layout, infer_layouts
 
 __all__ = ["LayerInfo", "trace_layers", "format_layers", "layers_json", "expand_layers", "is_layer_pattern",
            "select_layers", "default_selection", "UNIT_TYPES"]
@@ -97,29 +97,12 @@ def trace_layers(net: nn.Module, example: torch.Tensor, layouts: dict[str, str] 
         if name not in seen:
             raise UserInputError(f"--layout names {name!r}, which is no layer of this model; run "
                                  "'neuron-atlas layers' with the same --model to list them")
-        inferred[name] = _forced(kind, seen[name][1], inferred.get(name))
+        inferred[name] = forced_layout(kind, seen[name][1], inferred.get(name))
     out = {}
     for n, (t, s, o, c) in seen.items():
         layout = inferred.get(n) or default_layout(s)
         out[n] = LayerInfo(n, t, layout.canonical_shape(s), o, c, layout, s)
     return out
-
-
-def _forced(kind: str, raw: tuple[int, ...], inferred: Layout | None) -> Layout:
-    """The layout `--layout LAYER=KIND` asks for, checked against the output's rank."""
-    base, _, prefix = kind.partition(":")
-    rank = {"vector": 1, "tokens": 2, "channels_first": None, "channels_last": 3}[base]
-    if rank is not None and len(raw) != rank:
-        raise UserInputError(f"--layout {base} does not fit an output of shape {list(raw)}; a vector is [C], "
-                             "tokens are [N, C] and channels-last maps [H, W, C] (batch dimension left out)")
-    if base != "tokens":
-        return Layout(base)
-    n = raw[0]
-    p = int(prefix) if prefix else (inferred.prefix if inferred and inferred.kind == "tokens" else 0)
-    side = int(round((n - p) ** 0.5)) if n > p else 0
-    grid = inferred.grid if inferred and inferred.kind == "tokens" and inferred.prefix == p else (
-        (side, side) if side * side == n - p else (1, n - p))
-    return Layout("tokens", p, grid)
 
 
 def format_layers(layers: dict[str, LayerInfo]) -> str:

@@ -34,7 +34,7 @@ import torch
 from .errors import UserInputError
 
 __all__ = ["Layout", "LAYOUT_KINDS", "PREFIX_ROW", "prefix_name", "prefix_index", "prefix_key", "infer_layouts",
-           "parse_layout", "TraceRecord", "default_layout"]
+           "forced_layout", "parse_layout", "TraceRecord", "default_layout"]
 
 LAYOUT_KINDS = ("channels_first", "channels_last", "tokens", "vector")
 PREFIX_ROW = -1  # the row of a unit's position that addresses a prefix token (its column is the token's index)
@@ -139,16 +139,41 @@ class TraceRecord:
     end: int
 
 
+def _square_grid(n: int, prefix: int) -> tuple[int, int] | None:
+    """The square patch grid of `n` tokens after `prefix` prefix tokens, or None when they form none."""
+    side = math.isqrt(n - prefix) if n > prefix else 0
+    return (side, side) if side and side * side == n - prefix else None
+
+
 def _token_layout(shape: tuple[int, ...], maps: list[tuple[int, int]]) -> Layout:
     n = shape[0]
     for rows, cols in reversed(maps):
         if 0 <= n - rows * cols <= _MAX_PREFIX:
             return Layout("tokens", n - rows * cols, (rows, cols))
     for prefix in (0, 1):
-        side = math.isqrt(n - prefix) if n > prefix else 0
-        if side and side * side == n - prefix:
-            return Layout("tokens", prefix, (side, side))
+        grid = _square_grid(n, prefix)
+        if grid:
+            return Layout("tokens", prefix, grid)
     return Layout("tokens", 0, (1, n))
+
+
+def forced_layout(kind: str, raw: Sequence[int], inferred: Layout | None) -> Layout:
+    """The layout `--layout LAYER=KIND` asks for (KIND as `parse_layout` returns it) for an output of raw shape
+    `raw` (no batch dim), checked against its rank; tokens keep the inferred grid when the prefix count agrees,
+    else take a square grid after the prefix tokens, else a 1 x N row."""
+    base, _, prefix = kind.partition(":")
+    rank = {"vector": 1, "tokens": 2, "channels_first": None, "channels_last": 3}[base]
+    if rank is not None and len(raw) != rank:
+        raise UserInputError(f"--layout {base} does not fit an output of shape {list(raw)}; a vector is [C], "
+                             "tokens are [N, C] and channels-last maps [H, W, C] (batch dimension left out)")
+    if base != "tokens":
+        return Layout(base)
+    n = raw[0]
+    was_tokens = inferred is not None and inferred.kind == "tokens"
+    p = int(prefix) if prefix else (inferred.prefix if was_tokens else 0)
+    if was_tokens and inferred.prefix == p:
+        return inferred
+    return Layout("tokens", p, _square_grid(n, p) or (1, n - p))
 
 
 def infer_layouts(records: Sequence[TraceRecord]) -> dict[str, Layout]:

@@ -65,7 +65,8 @@ def register(entry) -> None:
 
 def registry() -> dict[str, object]:
     """A copy of the registry, name -> entry (generators included once their module is imported)."""
-    from . import fashion, fashion_vit, generators, lrcn, video_demo  # noqa: F401  (register generators, video and Fashion nets)
+    # register generators, video and Fashion nets
+    from . import fashion, fashion_vit, generators, lrcn, video_demo  # noqa: F401
 
     return dict(_REGISTRY)
 

@@ -18,8 +18,8 @@ from .layout import PREFIX_ROW, prefix_index, prefix_name
 
 __all__ = ["Unit", "UnitSelection", "parse_units", "resolve_units", "position_text"]
 
-_ITEM = re.compile(r"\s*(?:(?P<all>all)|(?P<lo>\d+)\s*:\s*(?P<hi>\d+)|(?P<ch>\d+)(?:\s*@\s*(?:(?P<y>\d+)\s*,\s*(?P<x>\d+)"
-                   r"|(?P<tok>[A-Za-z]\w*)))?)\s*(?:,|$)")
+_ITEM = re.compile(r"\s*(?:(?P<all>all)|(?P<lo>\d+)\s*:\s*(?P<hi>\d+)|(?P<ch>\d+)"
+                   r"(?:\s*@\s*(?:(?P<y>\d+)\s*,\s*(?P<x>\d+)|(?P<tok>[A-Za-z]\w*)))?)\s*(?:,|$)")
 _EXAMPLES = "use e.g. 'all', '0:64', '3,17,42', '12@6,6' or '12@cls'"
 
 

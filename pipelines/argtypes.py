@@ -7,8 +7,8 @@ import argparse
 from models.errors import UserInputError
 from models.layout import parse_layout
 
-__all__ = ["key_value", "floats3", "preprocessing_kwargs", "layout_arg", "objective_arg", "coarse_arg", "add_model_flags",
-           "add_preprocessing_flags", "add_generator_flags",
+__all__ = ["key_value", "floats3", "preprocessing_kwargs", "layout_arg", "objective_arg", "coarse_arg",
+           "add_model_flags", "add_preprocessing_flags", "add_generator_flags",
            "add_selection_flags", "add_execution_flags"]
 
 

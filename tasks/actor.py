@@ -308,8 +308,8 @@ class SynthesisActor:
                     self.target.net(self.model_input(torch.full((1, self.preprocessing.channels, *size), 0.5,
                                                                 device=self.device)))
                 self._runs_at[size] = True
-            except (RuntimeError, AssertionError, ValueError):  # a fixed-size head or ViT's size assert: upsampled views
-                self._runs_at[size] = False
+            except (RuntimeError, AssertionError, ValueError):
+                self._runs_at[size] = False  # a fixed-size head or ViT's size assert: coarse views upsampled
         return True if self._runs_at[size] else "fixed"
 
     @staticmethod

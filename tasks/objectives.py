@@ -19,8 +19,8 @@ import torch
 from models.layout import PREFIX_ROW, prefix_key
 from models.units import position_text
 
-__all__ = ["Objective", "Acts", "unit", "channel", "position_vector", "per_item", "softmax_unit", "blend", "ObjectiveSpec",
-           "OBJECTIVE_KINDS"]
+__all__ = ["Objective", "Acts", "unit", "channel", "position_vector", "per_item", "softmax_unit", "blend",
+           "ObjectiveSpec", "OBJECTIVE_KINDS"]
 
 Acts = Mapping[str, torch.Tensor]
 
