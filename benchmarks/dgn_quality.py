@@ -113,9 +113,10 @@ def _run_from_codes(actor: SynthesisActor, config: DGNConfig, steps: int, seeds:
 
 
 def _photo_codes(actor: SynthesisActor, photos: torch.Tensor) -> torch.Tensor:
+    """The generator's encoder-layer codes [N, D] of `photos` [N, C, H, W] in [0, 1], on the actor's device."""
     layer = actor.generator.entry.encoder[1]
     with torch.no_grad(), Capture(actor.target.net, [layer]) as cap:
-        return cap(actor.model_input(photos))[layer].flatten(1)
+        return cap(actor.model_input(photos.to(actor.device)))[layer].flatten(1)
 
 
 def _judge(path: str):
@@ -128,10 +129,11 @@ def _judge(path: str):
 
 def measure(seeds: int = 8, log=print, only: tuple[str, ...] = DEFAULT_ROWS, nets_dir: str = str(NETS),
             prior_files: tuple[str, str] = (str(PRIORS / "fashion-fc.pt"), str(PRIORS / "fashion-fc-bounds.npy")),
-            steps: int | None = None, dgn: dict | None = None) -> tuple[dict, dict]:
+            steps: int | None = None, dgn: dict | None = None, device: str = "cpu") -> tuple[dict, dict]:
     """{row: scores} and {row: images [10 * seeds, 1, 28, 28]} (classes in order, seeds within a class); the
     nets and the judge from `nets_dir`, the prior's weights and bounds from `prior_files`; `steps` overrides every
-    method's step count (toy runs); `dgn` overrides the prior's tuned DGN-AM settings (the tuning sweep)."""
+    method's step count (toy runs); `dgn` overrides the prior's tuned DGN-AM settings (the tuning sweep).
+    Synthesis runs on `device`; the scores are computed on the CPU, from the pictures as saved."""
     torch.manual_seed(0)
     train_x, train_y = load_split("train")
     test_x, test_y = load_split("test")
@@ -160,17 +162,17 @@ def measure(seeds: int = 8, log=print, only: tuple[str, ...] = DEFAULT_ROWS, net
     seconds: dict[str, float] = {}
     cfg, dgn_steps = _dgn_settings(dgn)
     dgn_steps = steps or dgn_steps
-    cnn = SynthesisActor(spec("fashion_cnn"), device="cpu", code_upper=bounds)
+    cnn = SynthesisActor(spec("fashion_cnn"), device=device, code_upper=bounds)
     if DGN_CNN in only:
         images[DGN_CNN], acts[DGN_CNN], seconds[DGN_CNN] = _run(cnn, cfg, dgn_steps, seeds)
     if DGN_RESNET in only:
-        res = SynthesisActor(spec("fashion_resnet"), device="cpu", code_upper=bounds)
+        res = SynthesisActor(spec("fashion_resnet"), device=device, code_upper=bounds)
         images[DGN_RESNET], acts[DGN_RESNET], seconds[DGN_RESNET] = _run(res, cfg, dgn_steps, seeds)
     if DGN_VIT in only:  # the prior inverts fashion_cnn's fc6; here it drives a transformer's logits
-        vit = SynthesisActor(spec("fashion_vit"), device="cpu", code_upper=bounds)
+        vit = SynthesisActor(spec("fashion_vit"), device=device, code_upper=bounds)
         images[DGN_VIT], acts[DGN_VIT], seconds[DGN_VIT] = _run(vit, cfg, dgn_steps, seeds)
     if NO_BOUNDS in only:
-        free = SynthesisActor(spec("fashion_cnn"), device="cpu", code_upper=None)
+        free = SynthesisActor(spec("fashion_cnn"), device=device, code_upper=None)
         images[NO_BOUNDS], acts[NO_BOUNDS], seconds[NO_BOUNDS] = _run(free, replace(cfg, lower=-math.inf),
                                                                       dgn_steps, seeds)
     if NO_L2 in only:
@@ -181,13 +183,13 @@ def measure(seeds: int = 8, log=print, only: tuple[str, ...] = DEFAULT_ROWS, net
         codes = _photo_codes(cnn, starts)
         images[PHOTO_INIT], acts[PHOTO_INIT], seconds[PHOTO_INIT] = _run_from_codes(cnn, cfg, dgn_steps, seeds,
                                                                                     codes)
-    plain = SynthesisActor(spec("fashion_cnn", dgn=False), device="cpu")
+    plain = SynthesisActor(spec("fashion_cnn", dgn=False), device=device)
     image_rows = ((LUCID, "fashion_cnn", "lucid", None), (YOSINSKI, "fashion_cnn", "yosinski", None),
                   (MACO, "fashion_cnn", "lucid", "maco"), (LUCID_VIT, "fashion_vit", "lucid", None),
                   (MACO_VIT, "fashion_vit", "lucid", "maco"))
     for row, model, style, param in image_rows:
         if row in only:
-            actor = plain if model == "fashion_cnn" else SynthesisActor(spec(model, dgn=False), device="cpu")
+            actor = plain if model == "fashion_cnn" else SynthesisActor(spec(model, dgn=False), device=device)
             images[row], acts[row], seconds[row] = _run(actor, ImageAMConfig.build(style, param=param),
                                                         steps or STYLES[style]["steps"], seeds)
     images[REAL] = real
@@ -255,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", help="';'-separated row names to measure (default: every row but the fashion_vit "
                     "and MACO ones); the real photos and the blurred control are always scored")
     ap.add_argument("--sweep", type=json.loads, help="a JSON list of DGN-AM setting dicts to compare (see above)")
+    ap.add_argument("--device", default="cpu", help="where synthesis runs (cpu, cuda, cuda:N)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     if a.sweep:
         print("| settings | fashion_cnn (a) | (b) | fashion_resnet (a) | (b) | real (a) |\n|---|---|---|---|---|---|")
         for settings in a.sweep:
-            s, _ = measure(a.seeds, log=lambda m: None, only=(DGN_CNN, DGN_RESNET), dgn=settings)
+            s, _ = measure(a.seeds, log=lambda m: None, only=(DGN_CNN, DGN_RESNET), dgn=settings, device=a.device)
             c, r = s[DGN_CNN], s[DGN_RESNET]
             print(f"| {json.dumps(settings)} | {c['judge']:.3f} | {c['realism']:.2f} | {r['judge']:.3f} | "
                   f"{r['realism']:.2f} | {s[REAL]['judge']:.3f} |", flush=True)
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown --rows {unknown}; rows are: {'; '.join(ROWS)}", file=sys.stderr)
         return 2
-    scores, images = measure(a.seeds, log=lambda m: print(m, file=sys.stderr), only=only)
+    scores, images = measure(a.seeds, log=lambda m: print(m, file=sys.stderr), only=only, device=a.device)
     text = table(scores)
     print(text)
     if a.json:

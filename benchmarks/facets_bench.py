@@ -41,9 +41,10 @@ NAMES = {285: "Egyptian cat", 504: "coffee mug", 948: "Granny Smith", 967: "espr
 
 
 def _pooled(actor: SynthesisActor, images: list[np.ndarray]) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    """[N, C] on the CPU: FEATURES' channel means of uint8 pictures [H, W, 3], computed on the actor's device."""
+    x = torch.from_numpy(np.stack(images)).to(actor.device).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad(), Capture(actor.target.net, [FEATURES]) as cap:
-        return cap(actor.model_input(x))[FEATURES].mean((2, 3))
+        return cap(actor.model_input(x))[FEATURES].mean((2, 3)).cpu()
 
 
 def _pairwise(v: torch.Tensor) -> float:
@@ -102,11 +103,11 @@ def _caricatures(actor: SynthesisActor, log, steps: int) -> tuple[list[dict], li
     return rows, pictures
 
 
-def _dgn_from_photo(log) -> dict:
+def _dgn_from_photo(log, device: str | None) -> dict:
     from pipelines.photos import offline_image, preprocessing_input
     from tasks.dgn import DGNConfig
 
-    actor = SynthesisActor(NetSpec("mobilenet_v2", generator="mnv2-pool"))
+    actor = SynthesisActor(NetSpec("mobilenet_v2", generator="mnv2-pool"), device=device)
     cfg = DGNConfig(**dict(actor.generator.entry.dgn_defaults) | {"upper": None})
     from pipelines.spec import read_bounds
 
@@ -115,10 +116,10 @@ def _dgn_from_photo(log) -> dict:
     x = torch.from_numpy(np.stack(photos))
     seeds = list(range(len(photos)))
     out = {}
-    for start, init in (("photo's code", x), ("random code", None)):
+    for start, init in (("photo's code", x.to(actor.device)), ("random code", None)):
         p = actor.parameterization(cfg, seeds, init)
         with torch.no_grad():
-            rendered = p.render(p.params).clamp(0, 1)
+            rendered = p.render(p.params).clamp(0, 1).cpu()
         rms = float(((rendered - x) ** 2).flatten(1).mean(1).sqrt().mean())
         to8 = (rendered.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         photo8 = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
@@ -154,16 +155,18 @@ def _sheet(pictures: dict, caricatures: list, dest_div: str, dest_car: str, tile
 SHEETS = ("docs/diversity-sheet.png", "docs/caricature-sheet.png")
 
 
-def measure_facets(log=print, sheets: tuple[str, str] | None = SHEETS, steps: int = 256) -> dict:
-    """Every figure of the section (`steps` fewer than the style's 256 only for a smoke run)."""
-    actor = SynthesisActor(NetSpec("mobilenet_v2"))
+def measure_facets(log=print, sheets: tuple[str, str] | None = SHEETS, steps: int = 256,
+                   device: str | None = None) -> dict:
+    """Every figure of the section (`steps` fewer than the style's 256 only for a smoke run), on `device`
+    (None: a GPU where there is one)."""
+    actor = SynthesisActor(NetSpec("mobilenet_v2"), device=device)
     actor.run(Batch((WorkItem(Unit("classifier.1", 0), 0),), ImageAMConfig.build("lucid"), 2))  # warm-up
     diversity, pictures = _diversity(actor, log, steps)
     caricatures, car_pictures = _caricatures(actor, log, steps)
     if sheets:
         _sheet(pictures, car_pictures, *sheets)
     return {"units": list(DIVERSITY_UNITS), "seeds": SEEDS, "weight": WEIGHT, "layer": FEATURES, "steps": steps,
-            "diversity": diversity, "caricatures": caricatures, "dgn_from_photo": _dgn_from_photo(log)}
+            "diversity": diversity, "caricatures": caricatures, "dgn_from_photo": _dgn_from_photo(log, device)}
 
 
 def facets_report(r: dict) -> list[str]:

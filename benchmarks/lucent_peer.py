@@ -13,18 +13,25 @@ per-step work is one forward and one backward pass of the model for one image. L
 every step (it hooks every module and never stops early); its Adam update costs as little as our step.
 Lucent gets the plain torchvision module with the same weights, as its users load it; our frozen-BatchNorm,
 channels_last copy is one of our optimizations (the report also gives Lucent on that copy).
+
+Lucent picks its own device (`lucent_device()`: `cuda:0` wherever CUDA exists, else the CPU) for its
+parameters and transforms; the model must be there too, so `time_lucent` refuses a model elsewhere and `main`
+loads it there.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
 
-__all__ = ["lucent_available", "time_lucent", "plain_model", "render_classes"]
+from models.loading import RANDOM_WEIGHTS
+
+from .timing import clock
+
+__all__ = ["lucent_available", "lucent_device", "time_lucent", "plain_model", "render_classes"]
 
 
 def lucent_available() -> bool:
@@ -35,24 +42,39 @@ def lucent_available() -> bool:
     return True
 
 
-def plain_model(name: str, weights: str) -> torch.nn.Module:
-    """The model as a Lucent user has it: torchvision's module with the same weights, nothing else done."""
+def lucent_device() -> torch.device:
+    """The device Lucent 0.1.8 puts its parameters and transforms on (it decides at import, not per call)."""
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def plain_model(name: str, weights: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model as a Lucent user has it: torchvision's module with the same weights (`random`: re-initialized,
+    as models.loading does), nothing else done, in eval mode on `device`."""
+    from models.net_state import reinitialize
     from models.registry import resolve_model
     from models.weights import load_into, read_weights
 
     entry = resolve_model(name)
     net = entry.build()
-    load_into(net, read_weights(weights), name)
-    return net.eval()
+    if weights == RANDOM_WEIGHTS:
+        reinitialize(net, name)
+    else:
+        load_into(net, read_weights(weights), name)
+    return net.eval().to(device)
 
 
 def time_lucent(model: torch.nn.Module, units: list[tuple[str, int, int | None, int | None]], steps: int,
                 size: int = 224) -> float:
-    """Seconds for Lucent to optimize every (layer, channel, y, x) of `units`, one at a time."""
+    """Seconds for Lucent to optimize every (layer, channel, y, x) of `units`, one at a time; `model` must be on
+    `lucent_device()` (ValueError otherwise: Lucent would swallow the device mismatch as a warning)."""
     from lucent.optvis import objectives, param, render
 
+    device = lucent_device()
+    held = {p.device for p in model.parameters()}
+    if held != {device}:
+        raise ValueError(f"Lucent runs on {device}; the model is on {', '.join(map(str, held))}")
     model.eval()
-    t0 = time.perf_counter()
+    t0 = clock(device)
     for layer, channel, y, x in units:
         name = layer.replace(".", "_")  # Lucent's hook names join module paths with '_'
         if y is None:
@@ -61,7 +83,7 @@ def time_lucent(model: torch.nn.Module, units: list[tuple[str, int, int | None, 
             obj = objectives.neuron(name, channel, x=x, y=y)
         render.render_vis(model, obj, param_f=lambda: param.image(size, fft=False, decorrelate=False),
                           transforms=[], thresholds=(steps,), progress=False, show_image=False)
-    return time.perf_counter() - t0
+    return clock(device) - t0
 
 
 def render_classes(model: torch.nn.Module, layer: str, classes: list[int], steps: int, size: int, out: str,
@@ -106,7 +128,7 @@ def main(argv=None) -> int:
     from models.registry import resolve_model
 
     weights = resolve_weights_uri(resolve_model("mobilenet_v2"), args.weights)
-    render_classes(plain_model("mobilenet_v2", weights), "classifier.1",
+    render_classes(plain_model("mobilenet_v2", weights, lucent_device()), "classifier.1",
                    [int(c) for c in args.classes.split(",")], args.steps, args.size, args.out)
     return 0
 

@@ -44,18 +44,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.capture import Capture
 from models.units import Unit
+from pipelines.cluster import Placement
 from pipelines.runner import atlas_batch_size
 from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
 from tasks.dgn import DGNConfig
 from tasks.image_am import ImageAMConfig
 
 from .facets_bench import measure_facets
-from .lucent_peer import lucent_available, plain_model, time_lucent
+from .lucent_peer import lucent_available, lucent_device, plain_model, time_lucent
 from .markdown import report
 from .quality import measure_quality
 from .report_bench import measure_report
 from .snapshots_bench import measure_snapshots
 from .step_bench import measure_step
+from .timing import clock
 from .topk_bench import measure_topk
 from .video_bench import measure_video
 
@@ -81,18 +83,11 @@ def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> f
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
-        _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock(device)
         for _ in range(4):
             a @ b
-        _sync(device)
-        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0))
+        best = max(best, 4 * 2 * n ** 3 / (clock(device) - t0))
     return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def mixed_units(layers, per_layer: int, actor: SynthesisActor) -> list[Unit]:
@@ -114,11 +109,11 @@ def _by_layer(units: list[Unit]) -> dict[str, list[Unit]]:
 def time_ours(actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch_size: int) -> float:
     """Seconds to optimize every unit (seed 0), batches of `batch_size` that never mix layers."""
     by_layer = _by_layer(units)
-    t0 = time.perf_counter()
+    t0 = clock(actor.device)
     for group in by_layer.values():
         for i in range(0, len(group), batch_size):
             actor.run(Batch(tuple(WorkItem(u, 0) for u in group[i:i + batch_size]), cfg, steps))
-    return time.perf_counter() - t0
+    return clock(actor.device) - t0
 
 
 def step_flops(actor: SynthesisActor, units: list[Unit], cfg) -> float:
@@ -161,8 +156,9 @@ def compare(name: str, actor: SynthesisActor, units: list[Unit], cfg, steps: int
 def ablation(actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch: int, ours_s: float, log) -> dict:
     """The same batched run on the plain torchvision module (NCHW, stock BatchNorm, no fusion): what
     channels_last, the BatchNorms folded into the convolutions and the fused conv + activation buy. The
-    actor optimizes through `synthesis_net` (its cached folded copies), so that is what is swapped."""
-    plain = plain_model("mobilenet_v2", actor.target.weights_uri).requires_grad_(False)
+    actor optimizes through `synthesis_net` (its cached folded copies), so that is what is swapped; the plain
+    module is loaded onto the actor's device, as everything the actor runs must be."""
+    plain = plain_model("mobilenet_v2", actor.target.weights_uri, actor.device).requires_grad_(False)
     for m in plain.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
@@ -176,8 +172,9 @@ def ablation(actor: SynthesisActor, units: list[Unit], cfg, steps: int, batch: i
     return {"plain_s": t_plain, "optimized_s": ours_s, "speedup": t_plain / ours_s}
 
 
-def ray_overhead(items: int, steps: int, log) -> dict:
-    """A real `atlas` run through Ray (local cluster, one actor): wall time vs time inside synthesis."""
+def ray_overhead(items: int, steps: int, device: torch.device, log) -> dict:
+    """A real `atlas` run through Ray (local cluster, one actor on `device`'s kind): wall time vs time inside
+    synthesis."""
     from pipelines.runner import run_atlas
     from pipelines.spec import AtlasSpec, plan
 
@@ -186,7 +183,7 @@ def ray_overhead(items: int, steps: int, log) -> dict:
     with tempfile.TemporaryDirectory() as out:
         spec = AtlasSpec(net=NetSpec("mobilenet_v2"), config=ImageAMConfig.from_preset("lowfreq"),
                          layers=tuple(layer for layer, _ in sel), layer_units=sel, seeds=2, steps=steps, out=out,
-                         address="local-ray")
+                         placement=Placement(address="local-ray", device=device.type))
         s = run_atlas(plan(spec), log=lambda m: None)
     row = {"items": s.done, "steps": steps, "wall_s": s.wall_s, "synth_s": s.synth_s,
            "synth_fraction": s.synth_fraction, "overhead_fraction": 1 - s.synth_fraction}
@@ -228,6 +225,8 @@ def main(argv=None) -> int:
               "`python -c 'import torch; print(torch.cuda.is_available())'` prints True)", flush=True)
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:  # one name for it: the actors and Lucent say cuda:N
+        device = torch.device("cuda", torch.cuda.current_device())
     per_layer, steps, batch = (4, 5, 4) if q else (8, 20, atlas_batch_size(None, device.type == "cuda"))
     results: dict = {"machine": machine(), "quick": q, "device": str(device)}
     peak = matmul_flops(device)
@@ -245,9 +244,11 @@ def main(argv=None) -> int:
     results["dgn_am"] = compare("DGN-AM (DeePSiM-fc6), MobileNetV2 mixed layers", mnv2, units, dgn, steps,
                                 batch, peak, log)
     results["optimizations"] = ablation(mnv2, units, plain, steps, batch, results["image_am"]["batched_s"], log)
-    if lucent_available():
+    if lucent_available() and lucent_device() != device:
+        log(f"lucent runs on {lucent_device()}, not on {device}; skipping the peer (it would not be matched work)")
+    elif lucent_available():
         targets = [(u.layer, u.channel, u.y, u.x) for u in units]
-        t_lucent = time_lucent(plain_model("mobilenet_v2", mnv2.target.weights_uri), targets, steps)
+        t_lucent = time_lucent(plain_model("mobilenet_v2", mnv2.target.weights_uri, device), targets, steps)
         t_lucent_ours = time_lucent(mnv2.target.net, targets, steps)
         ours = results["image_am"]["batched_s"]
         results["lucent"] = {"items": len(units), "steps": steps, "seconds": t_lucent,
@@ -275,8 +276,8 @@ def main(argv=None) -> int:
     del alex
 
     if not args.skip_ray:
-        results["ray"] = ray_overhead(40 if q else 200, 5 if q else 20, log)
-    _topk(args, results, log)
+        results["ray"] = ray_overhead(40 if q else 200, 5 if q else 20, device, log)
+    _topk(args, results, device, log)
     if not args.skip_report:
         results["report"] = measure_report(1_000 if args.quick else 10_000, log)
     if not args.skip_snapshots:
@@ -287,7 +288,7 @@ def main(argv=None) -> int:
     if not args.skip_dgn:
         from .dgn_quality import measure as measure_dgn
 
-        results["dgn_fashion"], _ = measure_dgn(2 if args.quick else 8, log=log)
+        results["dgn_fashion"], _ = measure_dgn(2 if args.quick else 8, log=log, device=str(device))
     if not args.skip_scale:
         from .scale_bench import measure_scale
 
@@ -295,17 +296,17 @@ def main(argv=None) -> int:
     if not args.skip_step:
         results["step"] = measure_step(str(device), log)
     if not args.skip_facets:
-        results["facets"] = measure_facets(log, steps=8 if q else 256)
+        results["facets"] = measure_facets(log, steps=8 if q else 256, device=str(device))
     if not args.skip_transformers:
         from .transformer_check import measure_transformers
         results["transformers"] = measure_transformers(str(device), 2 if q else 4, 4 if q else 16, log)
     return _finish(args, results, log, quality=not args.skip_quality and lucent_available())
 
 
-def _topk(args, results: dict, log) -> None:
+def _topk(args, results: dict, device: torch.device, log) -> None:
     """Top-k dataset examples against the toolbox's plain loop (benchmarks/topk_bench.py), unless --skip-topk."""
     if not args.skip_topk:
-        results["topk"] = measure_topk(32 if args.quick else 128, log)
+        results["topk"] = measure_topk(32 if args.quick else 128, log, device=str(device))
 
 
 SCALE_JSON = "benchmarks/scale.json"
@@ -334,7 +335,7 @@ def _finish(args, results: dict, log, quality: bool) -> int:
     device = torch.device(results["device"])
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
-        results["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        results["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

@@ -12,7 +12,6 @@ flush subnormals on CPUs and the style uses coarse views; `torch.compile` is not
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import torch
@@ -21,22 +20,27 @@ from models.units import Unit
 from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
 from tasks.image_am import ImageAMConfig
 
+from .timing import clock
+
 __all__ = ["measure_step", "step_report"]
 
 STEPS = 12
 BATCH = 4
+NET = NetSpec("mobilenet_v2")  # the real weights
 
 
 def _ms_per_item_step(actor: SynthesisActor, cfg: ImageAMConfig, steps: int = STEPS) -> float:
     items = tuple(WorkItem(Unit("classifier.1", c), 0) for c in range(BATCH))
-    t0 = time.perf_counter()
+    t0 = clock(actor.device)
     actor.run(Batch(items, cfg, steps))
-    return (time.perf_counter() - t0) / steps / BATCH * 1000
+    return (clock(actor.device) - t0) / steps / BATCH * 1000
 
 
 def _compile_figures(actor: SynthesisActor, steps: int) -> dict:
-    """Eager against torch.compile (inductor) for one forward + backward-to-input step of the whole net."""
-    net, x0 = actor.target.net, torch.rand(BATCH, 3, *actor.preprocessing.size, device=actor.device)
+    """Eager against torch.compile (inductor) for one forward + backward-to-input step of the whole net, every
+    timed region closed by waiting for the device (benchmarks/timing.py)."""
+    device = actor.device
+    net, x0 = actor.target.net, torch.rand(BATCH, 3, *actor.preprocessing.size, device=device)
 
     def step(f) -> None:
         x = x0.clone().requires_grad_(True)
@@ -44,24 +48,27 @@ def _compile_figures(actor: SynthesisActor, steps: int) -> dict:
 
     def timed(f) -> float:
         step(f)
-        t0 = time.perf_counter()
+        t0 = clock(device)
         for _ in range(steps):
             step(f)
-        return (time.perf_counter() - t0) / steps / BATCH * 1000
+        return (clock(device) - t0) / steps / BATCH * 1000
 
     eager = timed(net)
-    t0 = time.perf_counter()
+    t0 = clock(device)
     try:
         compiled = torch.compile(net)
         step(compiled)
     except Exception as e:  # a compiler missing on the machine: say so, measure the rest
         return {"eager_ms": eager, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-    compile_s = time.perf_counter() - t0
+    compile_s = clock(device) - t0
     return {"eager_ms": min(eager, timed(net)), "compiled_ms": timed(compiled), "compile_s": compile_s}
 
 
-def measure_step(device: str = "cpu", log=print, compile_net: bool = True) -> dict:
-    actor = SynthesisActor(NetSpec("mobilenet_v2"), device=device)
+def measure_step(device: str = "cpu", log=print, compile_net: bool = True, net: NetSpec = NET,
+                 steps: int = STEPS) -> dict:
+    """The figures of the module docstring for `net` (MobileNetV2 with its weights; others only for a smoke run)
+    on `device`, best of two runs of `steps` steps; the compile figures unless `compile_net` is false."""
+    actor = SynthesisActor(net, device=device)
     full = ImageAMConfig.build("lucid", coarse=False)
     coarse = replace(full, coarse_scale=0.7, coarse_until=1.0)  # every step coarse: the coarse step's cost
     _ms_per_item_step(actor, full, 2)  # warm-up
@@ -69,19 +76,19 @@ def measure_step(device: str = "cpu", log=print, compile_net: bool = True) -> di
                                     "BatchNorm not folded into the convolutions": [],
                                     "coarse views (0.7 of the input)": []}
     for _ in range(2):
-        rows["full-size views, subnormals flushed"].append(_ms_per_item_step(actor, full))
+        rows["full-size views, subnormals flushed"].append(_ms_per_item_step(actor, full, steps))
         if actor.device.type == "cpu":
             torch.set_flush_denormal(False)
-            rows["subnormals not flushed"].append(_ms_per_item_step(actor, full))
+            rows["subnormals not flushed"].append(_ms_per_item_step(actor, full, steps))
             torch.set_flush_denormal(True)
         actor.synthesis_net = lambda layers: actor.target.net  # the net as loaded: a frozen BatchNorm per conv
-        rows["BatchNorm not folded into the convolutions"].append(_ms_per_item_step(actor, full))
+        rows["BatchNorm not folded into the convolutions"].append(_ms_per_item_step(actor, full, steps))
         del actor.synthesis_net  # the class's method again
-        rows["coarse views (0.7 of the input)"].append(_ms_per_item_step(actor, coarse))
-    result = {"batch": BATCH, "steps": STEPS, "device": str(actor.device),
+        rows["coarse views (0.7 of the input)"].append(_ms_per_item_step(actor, coarse, steps))
+    result = {"batch": BATCH, "steps": steps, "device": str(actor.device),
               "ms": {k: min(v) for k, v in rows.items() if v}}
     if compile_net:
-        result["compile"] = _compile_figures(actor, STEPS)
+        result["compile"] = _compile_figures(actor, steps)
     for k, v in result["ms"].items():
         log(f"step: {k}: {v:.1f} ms per item-step")
     if "compile" in result:

@@ -6,14 +6,14 @@ the offline photos), three ways, all including reading and decoding the files:
   - plain: a single-process loop, one image at a time, the plain torchvision module (full forward pass, hooks
     on the three layers), then a Python max-tracker per unit (argmax over the map, a k-heap per unit), as the
     Deep Visualization toolbox's find_max script does;
-  - ours, in process: pipelines/topk/worker.ImageWorker on shards of 64, its default CPU batch size (8),
-    BatchNorm folded and maxima taken in the capture hook, merged exactly;
+  - ours, in process: pipelines/topk/worker.ImageWorker on shards of 64, its default batch size for the device
+    (8 on a CPU, 128 on a GPU), BatchNorm folded and maxima taken in the capture hook, merged exactly;
   - ours, end to end: `run_topk` through a local Ray cluster (Ray start, listing, shard records, crops and
     Parquet included).
-The plain loop and ours in process run twice, alternately; the best of each counts (other work on the machine
-only slows a run down). The answers are compared (the same top-1 image for every unit). Measured constants
-(decode + preprocessing per core, crop cost, FLOPs per image) feed the ImageNet-validation estimate, whose
-arithmetic is printed with it. `measure_topk` returns the figures; `topk_report` the Markdown lines.
+The plain loop and ours in process run on `--device` (default the CPU), twice, alternately; the best of each
+counts (other work on the machine only slows a run down). The answers are compared (the same top-1 image for
+every unit). Measured constants (decode + preprocessing per core, crop cost, FLOPs per image) feed the
+ImageNet-validation estimate, whose arithmetic is printed with it. `measure_topk` returns the figures; `topk_report` the Markdown lines.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import torch
 from PIL import Image
 
 from pipelines.topk.topk_run import TopkSpec
+
+from .timing import clock
 
 __all__ = ["measure_topk", "topk_report", "LAYERS"]
 
@@ -61,25 +63,25 @@ def _decode(path: str, size=(224, 224)) -> torch.Tensor:
         return torch.from_numpy(to_model_input(np.asarray(img.convert("RGB")), size))
 
 
-def plain_loop(paths: list[str], weights: str) -> tuple[float, dict]:
-    """The toolbox way; returns (seconds, {layer: top-1 source index per unit})."""
+def plain_loop(paths: list[str], weights: str, device: str = "cpu") -> tuple[float, dict]:
+    """The toolbox way, the net on `device`; returns (seconds, {layer: top-1 source index per unit})."""
     from benchmarks.lucent_peer import plain_model
 
-    net = plain_model("mobilenet_v2", weights)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    net = plain_model("mobilenet_v2", weights, device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
     acts: dict = {}
     modules = dict(net.named_modules())
     hooks = [modules[layer].register_forward_hook(lambda _m, _i, o, n=layer: acts.__setitem__(n, o))
              for layer in LAYERS]
     heaps: dict = {layer: None for layer in LAYERS}
-    t0 = time.perf_counter()
+    t0 = clock(device)
     try:
         with torch.no_grad():
             for idx, path in enumerate(paths):
-                net((_decode(path)[None] - mean) / std)
+                net((_decode(path)[None].to(device) - mean) / std)
                 for layer in LAYERS:
-                    a = acts[layer][0].numpy()
+                    a = acts[layer][0].cpu().numpy()
                     if heaps[layer] is None:
                         heaps[layer] = [[] for _ in range(a.shape[0])]
                     for u in range(a.shape[0]):
@@ -95,30 +97,31 @@ def plain_loop(paths: list[str], weights: str) -> tuple[float, dict]:
     finally:
         for h in hooks:
             h.remove()
-    seconds = time.perf_counter() - t0
+    seconds = clock(device) - t0
     return seconds, {layer: [-max(h)[1] for h in heaps[layer]] for layer in LAYERS}
 
 
-def ours_in_process(paths: list[str], threads: int, maps: bool = True) -> tuple[float, dict, float]:
-    """ImageWorker on shards of 64, merged (with or without the conv units' activation maps); returns (seconds,
-    top-1 source index per unit, the driver's seconds per shard to receive and merge one)."""
+def ours_in_process(paths: list[str], threads: int, maps: bool = True,
+                    device: str = "cpu") -> tuple[float, dict, float]:
+    """ImageWorker on `device`, shards of 64, merged (with or without the conv units' activation maps); returns
+    (seconds, top-1 source index per unit, the driver's seconds per shard to receive and merge one)."""
     from pipelines.imagesets import ImageSet, Source
     from pipelines.topk.shards import make_shards
     from pipelines.topk.worker import ImageWorker, TopkJob, default_batch_size
     from tasks.actor import NetSpec
 
-    worker = ImageWorker(NetSpec("mobilenet_v2"), threads=threads)
-    batch = default_batch_size(on_gpu=False)
+    worker = ImageWorker(NetSpec("mobilenet_v2"), threads=threads, device=device)
+    batch = default_batch_size(on_gpu=worker.device.type == "cuda")
     shards = make_shards(ImageSet("bench", tuple(Source(p) for p in paths)), 64)
     layers = tuple((layer, None) for layer in LAYERS)
     worker.topk(TopkJob(shards[0], layers, K, batch, maps=maps))  # warm-up
-    t0 = time.perf_counter()
+    t0 = clock(worker.device)
     merged, parts = None, []
     for shard in shards:
         part = worker.topk(TopkJob(shard, layers, K, batch, maps=maps)).payload
         merged = part if merged is None else merged.merge(part)
         parts.append(part)
-    seconds = time.perf_counter() - t0
+    seconds = clock(worker.device) - t0
     t0 = time.perf_counter()  # the driver's share: a shard's result unpickled (from its sparse record), merged
     again = None
     for part in parts:
@@ -128,8 +131,10 @@ def ours_in_process(paths: list[str], threads: int, maps: bool = True) -> tuple[
     return seconds, {layer: merged.layers[layer][0].index[0].tolist() for layer in LAYERS}, merge_s
 
 
-def end_to_end(folder: str, n: int, maps: bool = True) -> dict:
-    """`run_topk` through a local Ray cluster, into a temporary --out (with maps: their overlays too)."""
+def end_to_end(folder: str, n: int, maps: bool = True, device: str = "cpu") -> dict:
+    """`run_topk` through a local Ray cluster, its workers on `device`'s kind, into a temporary --out (with maps:
+    their overlays too)."""
+    from pipelines.cluster import Placement
     from pipelines.topk.topk_run import TopkSpec, plan_topk, run_topk
     from tasks.actor import NetSpec
 
@@ -139,7 +144,8 @@ def end_to_end(folder: str, n: int, maps: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         plan = plan_topk(TopkSpec(net=NetSpec("mobilenet_v2"), layers=LAYERS, images=folder, k=K, out=out,
-                                  shard_size=64, address="local-ray", maps=maps))
+                                  shard_size=64, maps=maps,
+                                  placement=Placement(address="local-ray", device=torch.device(device).type)))
         summary = run_topk(plan, log=lambda m: None)
         wall = time.perf_counter() - t0
         crops, overlays = files(out, "images"), files(out, "maps")
@@ -185,29 +191,32 @@ def imagenet_estimate(c: dict, units: int, cores: int = 4, gpu_tflops: float = 1
             "merge_s": merge, "crops_s": crops, "one_gpu_s": on(1), "n_gpus": {str(n): on(n) for n in (4, 16)}}
 
 
-def measure_topk(n: int, log=print) -> dict:
+def measure_topk(n: int, log=print, device: str = "cpu") -> dict:
+    """Every figure of the module docstring over `n` images; the plain loop and ours in process on `device`."""
     from models.registry import packaged_mobilenet_v2
+    from pipelines.topk.worker import default_batch_size
 
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
         paths = make_images(folder, n)
         plain, ours, no_maps, tops = [], [], [], {}
         for _ in range(2):
-            s, tops["plain"] = plain_loop(paths, packaged_mobilenet_v2())
+            s, tops["plain"] = plain_loop(paths, packaged_mobilenet_v2(), device)
             plain.append(s)
-            s, tops["ours"], merge_s = ours_in_process(paths, threads)
+            s, tops["ours"], merge_s = ours_in_process(paths, threads, device=device)
             ours.append(s)
-            no_maps.append(ours_in_process(paths, threads, maps=False)[0])
+            no_maps.append(ours_in_process(paths, threads, maps=False, device=device)[0])
             log(f"topk: plain loop {n / plain[-1]:.2f} images/s, ours in process {n / ours[-1]:.2f} images/s "
                 f"({n / no_maps[-1]:.2f} without maps)")
-        e2e = end_to_end(folder, n)
-        e2e_plain = end_to_end(folder, n, maps=False)
+        e2e = end_to_end(folder, n, device=device)
+        e2e_plain = end_to_end(folder, n, maps=False, device=device)
         log(f"topk: ours end to end through Ray {e2e['images_per_s']:.2f} images/s ({e2e['seconds']:.1f} s wall, "
             f"{e2e['overlays']} overlays); without maps {e2e_plain['images_per_s']:.2f} images/s")
         constants = {**per_image_constants(paths), "merge_s_per_shard": merge_s}
     units = sum(len(t) for t in tops["plain"].values())
     agree = sum(a == b for layer in LAYERS for a, b in zip(tops["plain"][layer], tops["ours"][layer])) / units
-    result = {"images": n, "units": units, "k": K, "layers": list(LAYERS), "threads": threads,
+    result = {"images": n, "units": units, "k": K, "layers": list(LAYERS), "threads": threads, "device": device,
+              "batch": default_batch_size(on_gpu=torch.device(device).type == "cuda"),
               "plain_images_per_s": n / min(plain), "ours_images_per_s": n / min(ours),
               "speedup": min(plain) / min(ours), "end_to_end": e2e, "top1_agreement": agree,
               "no_maps_images_per_s": n / min(no_maps), "maps_cost": min(ours) / min(no_maps) - 1,
@@ -224,12 +233,12 @@ def topk_report(r: dict) -> list[str]:
     lines = ["", "## Top-k dataset examples (`neuron-atlas topk`)", "",
              f"Top-{r['k']} of every unit of MobileNetV2 {', '.join(r['layers'])} ({r['units']} units) over "
              f"{r['images']} JPEGs of 500 × 375 (`benchmarks/topk_bench.py`), reading and decoding included, "
-             f"{r['threads']} torch threads; best of two alternating runs.", "",
+             f"{r['threads']} torch threads, on `{r.get('device', 'cpu')}`; best of two alternating runs.", "",
              "| | images/s |", "|---|---|",
              f"| plain loop: one image at a time, full forward pass, Python max-tracker per unit (the toolbox's "
              f"find_max) | {r['plain_images_per_s']:.2f} |",
-             f"| ours, in process (ImageWorker: batches of 8, BatchNorm folded, maxima and activation maps in the "
-             f"capture hook, exact merge) | {r['ours_images_per_s']:.2f} |",
+             f"| ours, in process (ImageWorker: batches of {r.get('batch', 8)}, BatchNorm folded, maxima and "
+             f"activation maps in the capture hook, exact merge) | {r['ours_images_per_s']:.2f} |",
              *([f"| ours, in process, without activation maps (`--no-maps`) | {r['no_maps_images_per_s']:.2f} |"]
                if "no_maps_images_per_s" in r else []),
              f"| ours, end to end through Ray (`run_topk`: Ray start, shard records, {r['end_to_end']['crops']} crops, "
@@ -246,8 +255,8 @@ def topk_report(r: dict) -> list[str]:
              + (" (the others are float ties between batch sizes)." if r["top1_agreement"] < 1 else "."), "",
              "**ImageNet validation (50,000 images), estimated** from constants measured in this run: decoding and "
              f"preprocessing {c['decode_s_per_image_core'] * 1e3:.1f} ms per image per core, a crop (cut + PNG) "
-             f"{c['crop_s'] * 1e3:.1f} ms, {c['gflop_per_image']:.2f} GFLOP per forward pass. No GPU was measured; "
-             "the forward pass is taken at an assumed achieved 10 TFLOP/s fp32."]
+             f"{c['crop_s'] * 1e3:.1f} ms, {c['gflop_per_image']:.2f} GFLOP per forward pass. The forward pass is "
+             "taken at an assumed achieved 10 TFLOP/s fp32 (not measured on a GPU here)."]
     dec, crop, merge = (c[key] * 1e3 for key in ("decode_s_per_image_core", "crop_s", "merge_s_per_shard"))
     for cores, e in r["estimate"].items():
         lines.append(
@@ -270,8 +279,9 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="32 images")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--device", default="cpu", help="where the plain loop and ours in process run")
     args = ap.parse_args(argv)
-    r = measure_topk(32 if args.quick else args.images)
+    r = measure_topk(32 if args.quick else args.images, device=args.device)
     print("\n".join(topk_report(r)))
     if args.json:
         with open(args.json, "w") as f:

@@ -97,25 +97,26 @@ def check(model: str, layer: str, kind: str, out: str, steps: int, units: str) -
 
 
 def speed(model: str, layer: str, n: int, steps: int, device: str | None = None) -> dict:
-    """Items/s of channel AM on `n` units as one batch and one at a time (module docstring)."""
-    import time as _time
-
+    """Items/s of channel AM on `n` units as one batch and one at a time (module docstring), on `device` (None: a
+    GPU where there is one)."""
     from models.units import Unit
     from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
     from tasks.image_am import ImageAMConfig
     from tasks.objectives import ObjectiveSpec
 
+    from .timing import clock
+
     actor = SynthesisActor(NetSpec(model), device=device)  # as built: seeded by the actor, nothing downloaded
     cfg, obj = ImageAMConfig.build("lucid"), ObjectiveSpec("channel")
     items = [WorkItem(Unit(layer, c), 0) for c in range(n)]
     actor.run(Batch(tuple(items[:1]), cfg, 2, objective=obj))  # warm-up: allocations, the coarse-size check
-    t0 = _time.perf_counter()
+    t0 = clock(actor.device)
     actor.run(Batch(tuple(items), cfg, steps, objective=obj))
-    batched = _time.perf_counter() - t0
-    t0 = _time.perf_counter()
+    batched = clock(actor.device) - t0
+    t0 = clock(actor.device)
     for item in items:
         actor.run(Batch((item,), cfg, steps, objective=obj))
-    single = _time.perf_counter() - t0
+    single = clock(actor.device) - t0
     return {"model": model, "layer": layer, "items": n, "steps": steps, "device": str(actor.device),
             "batched_items_per_s": round(n / batched, 4), "single_items_per_s": round(n / single, 4),
             "batched_speedup": round(single / batched, 2)}

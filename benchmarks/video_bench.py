@@ -73,6 +73,8 @@ def one_run(frames: int, way: str, steps: int, device: str, method: str, model: 
     from tasks.video.actor import VideoActor, VideoNetSpec
     from tasks.video.forward import VideoForward
 
+    from .timing import clock, sync
+
     dgn = method == "dgn"
     name, size = MODELS[model]
     actor = VideoActor(VideoNetSpec(name, weights="random", input_size=size,
@@ -84,16 +86,14 @@ def one_run(frames: int, way: str, steps: int, device: str, method: str, model: 
     param = video_parameterization(lambda fs: actor.parameterization(cfg, fs), [0], frames, chunk=chunk,
                                    use_checkpoint=chunked)
     objective = per_item([unit("fc", Unit("fc", 0).channel)])
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    if actor.device.type == "cuda":
+        sync(actor.device)
+        torch.cuda.reset_peak_memory_stats(actor.device)
     start_mib = _rss_mib()
     ends: list[float] = []
 
     def tick(_step: int) -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        ends.append(time.perf_counter())
+        ends.append(clock(actor.device))
 
     with VideoForward(actor.target.net, actor.video_net, ["fc"], chunk=chunk, use_checkpoint=chunked) as vf:
         optimize(param, objective, lambda x: pool_time(vf(actor._clips(x, frames)), "mean"), steps, cfg.rule,
@@ -102,8 +102,8 @@ def one_run(frames: int, way: str, steps: int, device: str, method: str, model: 
            "s_per_step": (ends[-1] - ends[0]) / max(1, len(ends) - 1),
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "start_rss_mib": start_mib}
     row["growth_mib"] = row["peak_rss_mib"] - start_mib
-    if device.startswith("cuda"):
-        row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    if actor.device.type == "cuda":
+        row["peak_gpu_mib"] = torch.cuda.max_memory_allocated(actor.device) / 2 ** 20
     return row
 
 

@@ -6,7 +6,7 @@ exits non-zero. `StorageError` is its sibling for storage that stays unreachable
 retries (missing bucket, access denied, no credentials). Anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["UserInputError", "StorageError"]
+__all__ = ["UserInputError", "StorageError", "DeviceError"]
 
 
 class UserInputError(ValueError):
@@ -15,3 +15,8 @@ class UserInputError(ValueError):
 
 class StorageError(UserInputError):
     """Storage failed persistently; the message names the URI and the cause."""
+
+
+class DeviceError(UserInputError):
+    """A device the run was given cannot be used (a GPU that this torch build cannot drive); the message names
+    the device, the torch/CUDA build and the driver, and the fix."""

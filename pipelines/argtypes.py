@@ -131,11 +131,19 @@ def add_generator_flags(g) -> None:
 def add_execution_flags(p: argparse.ArgumentParser):
     g = p.add_argument_group("execution")
     g.add_argument("--out", default="./atlas-out", help="output folder or URI (s3://bucket/prefix, ...)")
-    g.add_argument("--address", default="local",
-                   help="'local' (this machine: one actor runs in this process without Ray, more start a local "
-                        "Ray instance), 'inline', 'local-ray', 'auto' or a ray:// address")
-    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, else 1)")
-    g.add_argument("--gpus-per-actor", type=float, default=1.0)
+    g.add_argument("--address", default=None,
+                   help="the Ray cluster: 'auto', host:port or ray://host:port; 'local' (this machine only: one "
+                        "actor runs in this process without Ray, more start a local Ray instance), 'inline' or "
+                        "'local-ray'; default: the cluster RAY_ADDRESS names (ray job submit sets it), else local")
+    g.add_argument("--actors", type=int, help="number of actors (default: one per GPU, growing as GPUs join; "
+                   "1 on CPUs)")
+    g.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs each actor holds (a fraction shares one)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",  # cluster.Placement
+                   help="auto: GPUs on a cluster (waiting for them, --wait-gpus), on this machine its GPUs if any, "
+                        "else its CPUs; cpu: CPU actors anywhere; cuda: GPU actors or one error line")
+    g.add_argument("--wait-gpus", type=float, default=600.0, metavar="SECONDS",
+                   help="how long a cluster without GPUs may take to bring them (the autoscaler is asked at once) "
+                        "before the run stops with one line")
     g.add_argument("--storage-retry-s", type=float, default=120.0,
                    help="seconds of backoff for transient storage faults before the run stops")
     return g

@@ -150,6 +150,8 @@ def spec_from_args(args):
     from tasks.diversity import DiversitySpec
     from tasks.objectives import ObjectiveSpec
 
+    from .cluster import placement_of
+
     from .spec import AtlasSpec
 
     args = with_generator(args)
@@ -171,8 +173,7 @@ def spec_from_args(args):
                      layer_units=tuple(args.layer_units), seeds=args.seeds,
                      steps=args.steps if args.steps is not None else steps,
                      snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
-                     batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                     address=args.address, storage_retry_s=args.storage_retry_s, diversity=diversity,
+                     batch_size=args.batch_size, placement=placement_of(args), storage_retry_s=args.storage_retry_s, diversity=diversity,
                      init=getattr(args, "init", None))
 
 

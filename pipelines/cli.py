@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, default=3.0, help="upper bound = mean + k * std")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=256, help="images per Ray task")
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU per task wherever the cluster has GPUs, else CPUs), cpu, or cuda (cuda:N: the "
+                   "GPU Ray gives each task; an error at once when the cluster has none)")
     p.add_argument("--address", default="local")
     p.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
     p.add_argument("--config", help="TOML file holding any of the flags")
@@ -129,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fashion-mnist:train); none: as the encoder frames it")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when torch sees it, else the CPU), cpu, cuda or cuda:N; checkpoints load on any")
     p.add_argument("--storage-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
     p.add_argument("--config", help="TOML file holding any of the flags")
     return parser
@@ -176,7 +181,7 @@ def _cmd_stats(args) -> int:
     model, layer = resolve_encoder(args.generator, args.model, args.layer)
     spec = StatsSpec(model=model, layer=layer, images=args.images, out=args.out, weights=args.weights, k=args.k,
                      storage_options=dict(args.storage_option), batch_size=args.batch_size,
-                     shard_size=args.shard_size, address=args.address, generator=args.generator,
+                     shard_size=args.shard_size, address=args.address, generator=args.generator, device=args.device,
                      **preprocessing_kwargs(args))
     s = run_stats(spec, log=lambda m: print(m, file=sys.stderr))
     print(f"stats of {model} {layer}: {s.count} images, {len(s.mean)} units, mean upper bound "
@@ -197,7 +202,7 @@ def _cmd_train_generator(args) -> int:
                      weights=LossWeights(args.w_pixel, args.w_feature, args.w_adversarial, args.w_code),
                      encoder_weights=args.encoder_weights, checkpoint_every=args.checkpoint_every, seed=args.seed,
                      synthetic_codes=args.synthetic_codes, synthetic_kind=args.synthetic_kind, bounds=args.bounds,
-                     augment=args.augment, storage_options=dict(args.storage_option))
+                     augment=args.augment, storage_options=dict(args.storage_option), device=args.device)
     history = train_generator(spec, log=lambda m: print(m, file=sys.stderr))
     print(f"trained {args.generator} to step {history[-1]['step']}; wrote {args.out}/generator.pt, "
           f"{args.out}/losses.json and {args.out}/loss_curve.png")
@@ -224,6 +229,7 @@ def _cmd_inverse(args) -> int:
     from tasks.dgn import DGNConfig
     from tasks.inverse import InverseConfig
 
+    from .cluster import placement_of
     from .inverse import InverseSpec, plan_inverse, run_inverse
 
     storage = dict(args.storage_option)
@@ -237,9 +243,8 @@ def _cmd_inverse(args) -> int:
                            diversity_weight=args.diversity_weight, init_std=_init_std(args))
     spec = InverseSpec(net=net, constraints=tuple(args.constraint), config=config, encoder_layer=args.encoder_layer,
                        seed=args.seed, dgn=DGNConfig(upper=args.code_bound), bounds=args.bounds,
-                       snapshot=args.snapshot, out=args.out, storage_options=storage, actors=args.actors,
-                       gpus_per_actor=args.gpus_per_actor, address=args.address,
-                       storage_retry_s=args.storage_retry_s)
+                       snapshot=args.snapshot, out=args.out, storage_options=storage,
+                       placement=placement_of(args), storage_retry_s=args.storage_retry_s)
     p = plan_inverse(spec)
     print(f"neuron-atlas: {len(p.runs)} inverse-set runs (n={config.n}, k={config.k}, diversity in "
           f"{config.diversity}) -> {args.out}/inverse", file=sys.stderr)

@@ -16,6 +16,7 @@ weights than the driver planned with, a model file only the driver can read).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -23,12 +24,13 @@ from typing import Any, Callable, Sequence
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from models.errors import StorageError, UserInputError
+from models.errors import DeviceError, StorageError, UserInputError
 
-__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline"]
+__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline", "creation_error", "user_error"]
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 QUEUE_DEPTH = 2  # jobs queued per actor
+_POLL_S = 5.0  # how often the loop looks for new actors and overdue ones while it waits
 
 
 class Inline:
@@ -57,19 +59,31 @@ class _InlineMethod:
 
 
 def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, Any], Any],
-             on_result: Callable[[Any, Any], None], log: Callable[[str], None] = print) -> None:
+             on_result: Callable[[Any, Any], None], log: Callable[[str], None] = print, *,
+             grow: Callable[[], list] | None = None, start_s: float = 900.0) -> None:
     """Run every job on some actor: `submit(actor, job)` returns an ObjectRef; `on_result(job, value)`.
-    Over Inline actors, each job runs in this process as it is submitted."""
+    Over Inline actors, each job runs in this process as it is submitted.
+
+    `grow` (pipelines/cluster.Pool.grow): called every few seconds, returns actors started since (GPUs that
+    joined); each gets work once its `ping` answers. Every wait is bounded: an actor that is restarting or
+    starting and has not answered within `start_s` seconds is given up, and when no actor is left the run
+    stops with one line instead of waiting for resources that never come."""
     if actors and all(isinstance(a, Inline) for a in actors):
         for job in jobs:
             on_result(job, submit(actors[0], job).value)
         return
+    actors = list(actors)
     queue = deque(jobs)
     inflight: dict = {}  # ObjectRef -> (actor index, job)
-    probes: dict = {}  # ObjectRef -> actor index, for actors being restarted
+    probes: dict = {}  # ObjectRef -> actor index, for actors being restarted or started
+    since: dict = {}  # ObjectRef of a probe -> when it was sent
     load = [0] * len(actors)
     healthy = set(range(len(actors)))
     last_error: Exception | None = None
+
+    def probe(ai: int) -> None:
+        ref = actors[ai].ping.remote()
+        probes[ref], since[ref] = ai, time.monotonic()
 
     def fill(ai: int) -> None:
         while ai in healthy and load[ai] < QUEUE_DEPTH and queue:
@@ -80,10 +94,23 @@ def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, 
     for ai in range(len(actors)):
         fill(ai)
     while inflight or (queue and probes):
-        ready, _ = ray.wait(list(inflight) + list(probes), num_returns=1)
+        ready, _ = ray.wait(list(inflight) + list(probes), num_returns=1, timeout=_POLL_S)
+        if grow is not None and queue:
+            for actor in grow():
+                actors.append(actor)
+                load.append(0)
+                probe(len(actors) - 1)
+                log(f"actor {len(actors) - 1} starting on a GPU that joined")
+        if not ready:
+            for ref in [r for r, t in since.items() if time.monotonic() - t > start_s]:
+                ai = probes.pop(ref)
+                del since[ref]
+                log(f"actor {ai} did not answer within {start_s:g} s; continuing with {len(healthy)} actors")
+            continue
         ref = ready[0]
         if ref in probes:
             ai = probes.pop(ref)
+            since.pop(ref, None)
             try:
                 ray.get(ref)
             except RayError as e:
@@ -103,27 +130,36 @@ def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, 
         except RayError as e:  # the actor or its node died
             last_error = e
             queue.appendleft(job)
-            why = _creation_error(e)
+            why = creation_error(e)
             if ai in healthy:
                 healthy.discard(ai)
                 log(f"actor {ai} could not start ({why}); its jobs go to the other actors" if why else
                     f"actor {ai} lost ({type(e).__name__}); its jobs go to the other actors")
             if load[ai] == 0 and ai not in probes.values() and not why:  # a failed constructor never restarts
-                probes[actors[ai].ping.remote()] = ai
+                probe(ai)
             for other in sorted(healthy):
                 fill(other)
             continue
         on_result(job, value)
         fill(ai)
     if queue:
-        kind, _, message = (_creation_error(last_error) or "").partition(": ")
-        for user_error in (StorageError, UserInputError):
-            if kind == user_error.__name__:
-                raise user_error(message)
+        why = creation_error(last_error)
+        if why is not None and user_error(why) is not None:
+            raise user_error(why)
         raise RuntimeError(f"{len(queue)} jobs left but every actor is gone; last error: {last_error}")
 
 
-def _creation_error(e: Exception | None) -> str | None:
+def user_error(why: str) -> UserInputError | None:
+    """The typed one-line error for a constructor failure 'Type: message' that was one (a DeviceError, a
+    StorageError, a UserInputError), else None (a bug, which keeps its traceback)."""
+    kind, _, message = why.partition(": ")
+    for error in (DeviceError, StorageError, UserInputError):
+        if kind == error.__name__:
+            return error(message)
+    return None
+
+
+def creation_error(e: Exception | None) -> str | None:
     """'Type: message' of the exception an actor's constructor raised (the last line of the traceback Ray
     reports), or None when `e` is not such a failure."""
     if not getattr(e, "actor_init_failed", False):

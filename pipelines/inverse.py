@@ -25,7 +25,6 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-import ray
 
 from models.capture import unknown_layer
 from models.errors import UserInputError
@@ -37,7 +36,8 @@ from tasks.actor import InverseJob, NetSpec, SynthesisActor, pin_build
 from tasks.dgn import DGNConfig
 from tasks.inverse import Constraint, InverseConfig, InverseResult
 
-from .dispatch import ACTOR_OPTIONS, dispatch
+from .cluster import Placement, start_pool
+from .dispatch import dispatch
 from .keys import hyperparams_json, safe_segment
 from .manifest import inverse_record, utc_now, write_manifest
 from .progress import Progress
@@ -63,9 +63,7 @@ class InverseSpec:
     snapshot: str | None = None
     out: str = "./atlas-out"
     storage_options: Mapping[str, Any] = field(default_factory=dict)
-    actors: int | None = None
-    gpus_per_actor: float = 1.0
-    address: str = "local"
+    placement: Placement = Placement()  # where the actors run: --address, --actors, --device ... (cluster.py)
     storage_retry_s: float = 120.0
 
     def retry(self) -> RetryPolicy:
@@ -269,8 +267,6 @@ def _shortfall(run: InverseRun, result: InverseResult, out: str) -> str:
 def run_inverse(plan: InversePlan, *, log=print) -> InverseSummary:
     """Compute every run of `plan` not yet under --out and record the command in manifest.json; raises
     UserInputError naming each run that could not reach its range (after writing what it found)."""
-    from .runner import actor_layout, init_ray
-
     spec = plan.spec
     store = spec.store()
     t0 = time.perf_counter()
@@ -283,13 +279,9 @@ def run_inverse(plan: InversePlan, *, log=print) -> InverseSummary:
         return InverseSummary(len(plan.runs), skipped, 0, [], time.perf_counter() - t0)
     if skipped:
         log(f"resuming: skipping {skipped} of {len(plan.runs)} runs already under {spec.out}")
+    pool = start_pool(SynthesisActor, (spec.net,), {"code_upper": plan.code_upper}, spec.placement, log)
     record = inverse_record(plan)
     write_manifest(store, plan.manifest_id, record, status="running")
-    init_ray(spec.address)
-    n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
-    threads = None if "num_gpus" in resources else resources["num_cpus"]
-    actor_cls = ray.remote(SynthesisActor).options(**resources, **ACTOR_OPTIONS)
-    actors = [actor_cls.remote(spec.net, threads=threads, code_upper=plan.code_upper) for _ in range(n_actors)]
     progress = Progress(len(todo), desc="inverse sets")
     incomplete: list[str] = []
 
@@ -300,7 +292,7 @@ def run_inverse(plan: InversePlan, *, log=print) -> InverseSummary:
             incomplete.append(_shortfall(run, result, spec.out))
         progress.update(1)
 
-    dispatch(actors, todo, lambda actor, run: actor.inverse.remote(run.job), on_result, log)
+    dispatch(pool.actors, todo, lambda actor, run: actor.inverse.remote(run.job), on_result, log, grow=pool.grow)
     progress.close()
     summary = InverseSummary(len(plan.runs), skipped, len(todo), incomplete, time.perf_counter() - t0)
     write_manifest(store, plan.manifest_id, record, status="finished", finished_at=utc_now(),

@@ -10,33 +10,24 @@ live across polling rounds, batches that run on a snapshot's weights).
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, Mapping
 
-import ray
-import torch
-
-from models.errors import UserInputError
 from tasks.actor import Batch, BatchResult, NetSpec, SynthesisActor, WorkItem
 
-from .dispatch import ACTOR_OPTIONS, Inline, dispatch
+from .cluster import Pool, init_ray, runs_inline, start_pool
+from .dispatch import ACTOR_OPTIONS, dispatch
 from .keys import ItemKey
 from .manifest import run_record, utc_now, write_manifest
 from .progress import Progress
 from .sink import done_keys, write_batch
 from .spec import AtlasSpec, Plan
 
-__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "actor_layout", "ActorPool",
+__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "ActorPool",
            "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining", "atlas_batch_size",
            "compact_partitions", "runs_inline", "whole_groups"]
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# outputs and environments: never shipped to a cluster
-_SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs",
-                  ".bench-deps", "snapshots-demo", "video-demo-out", "dgn-demo-out", "every-neuron-out", "build"]
 
 
 @dataclass
@@ -108,58 +99,6 @@ def whole_groups(items: list[tuple[ItemKey, WorkItem]], missing: list[tuple[Item
     return todo, frozenset(k for k, _ in todo if k not in pending)
 
 
-def _loopback_only() -> None:
-    """Make every process of a local Ray instance resolve 'this node' to 127.0.0.1, so nothing listens on
-    or talks to the machine's network address (Ray's agents are started with this environment)."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def runs_inline(address: str, actors: int | None) -> bool:
-    """Whether a run's one actor lives in the driver's process, without Ray: `--address inline`, or `local` (the
-    default) when the run would start one actor anyway (`--actors` unset or 1, at most one GPU). A local Ray
-    instance costs several seconds to start and stop and adds nothing for one actor on one machine (a dead
-    worker there is a dead machine); `local-ray` starts one regardless."""
-    if address == "inline":
-        return True
-    return address in ("", "local", None) and (actors or 1) == 1 and torch.cuda.device_count() <= 1
-
-
-def init_ray(address: str) -> None:
-    """`local` or `local-ray`: a Ray instance on this machine. Otherwise join `address` (auto, host:port, ray://...)
-    and ship this repository as the job's working_dir, so workers run the driver's code."""
-    if ray.is_initialized():
-        return
-    kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
-    if address in ("", "local", "local-ray", None):
-        _loopback_only()
-        # address="local": a new instance always. Without it Ray joins whatever RAY_ADDRESS or
-        # /tmp/ray/ray_current_cluster names, and a cluster that died without cleaning up makes it hang.
-        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
-    else:
-        try:
-            ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": _SHIP_EXCLUDES},
-                     **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserInputError(f"cannot join the Ray cluster at --address {address!r} ({first}); start one "
-                                 "with 'ray start --head' or 'ray up cluster.yaml', or use --address local") from e
-
-
-def actor_layout(actors: int | None, gpus_per_actor: float) -> tuple[int, dict]:
-    """How many actors, and their resource options: one per GPU, else `actors` (default 1) on CPUs."""
-    res = ray.cluster_resources()
-    gpus = res.get("GPU", 0)
-    cpus = int(res.get("CPU", os.cpu_count() or 1))
-    if gpus >= gpus_per_actor > 0:
-        n = actors or max(1, int(gpus // gpus_per_actor))
-        return n, {"num_gpus": gpus_per_actor, "num_cpus": 1}
-    n = actors or 1
-    return n, {"num_cpus": max(1, cpus // n)}
-
-
 def run_id_of(plan: Plan) -> str:
     sel = repr(sorted({(k.layer, k.unit, k.y, k.x) for k, _ in plan.items}))
     return hashlib.sha256((plan.hyperparams + plan.snapshot + plan.model_slug + sel).encode()).hexdigest()[:12]
@@ -167,10 +106,15 @@ def run_id_of(plan: Plan) -> str:
 
 @dataclass
 class ActorPool:
-    """Started synthesis actors and the batch size that suits their devices."""
+    """Started synthesis actors (pipelines/cluster.Pool: more join as GPUs do) and the batch size that suits
+    their devices."""
 
-    actors: list
+    pool: Pool
     batch_size: int
+
+    @property
+    def actors(self) -> list:
+        return self.pool.actors
 
 
 @dataclass
@@ -183,20 +127,11 @@ class Synthesized:
 
 
 def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
-                 actor_class: type = SynthesisActor) -> ActorPool:
-    """Join or start Ray (`spec.address`) and start the actors (`actor_class`, a SynthesisActor), each holding
-    `net` (default `spec.net`); one Inline actor in this process when `runs_inline`."""
-    if runs_inline(spec.address, spec.actors):
-        on_gpu = torch.cuda.is_available()
-        actor = actor_class(net or spec.net, code_upper=code_upper)
-        return ActorPool([Inline(actor)], atlas_batch_size(spec.batch_size, on_gpu))
-    init_ray(spec.address)
-    n_actors, resources = actor_layout(spec.actors, spec.gpus_per_actor)
-    on_gpu = "num_gpus" in resources
-    threads = None if on_gpu else resources["num_cpus"]
-    actor_cls = ray.remote(actor_class).options(**resources, **ACTOR_OPTIONS)
-    actors = [actor_cls.remote(net or spec.net, threads=threads, code_upper=code_upper) for _ in range(n_actors)]
-    return ActorPool(actors, atlas_batch_size(spec.batch_size, on_gpu))
+                 actor_class: type = SynthesisActor, log=print) -> ActorPool:
+    """Start the actors (`actor_class`, a SynthesisActor) where `spec.placement` says (pipelines/cluster.py),
+    each holding `net` (default `spec.net`); returns once each first actor answered."""
+    pool = start_pool(actor_class, (net or spec.net,), {"code_upper": code_upper}, spec.placement, log)
+    return ActorPool(pool, atlas_batch_size(spec.batch_size, pool.on_gpu))
 
 
 def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
@@ -249,7 +184,7 @@ def synthesize(pool: ActorPool, spec: AtlasSpec, store, todo: list[tuple[ItemKey
                 on_batch(keys, result)
 
         dispatch(pool.actors, make_batches(todo, pool.batch_size, whole_units=diversity is not None), submit,
-                 on_result, log)
+                 on_result, log, grow=pool.pool.grow)
     progress.close()
     return done
 
@@ -275,12 +210,11 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     todo, rewrite = whole_groups(plan.items, todo) if spec.diversity else (todo, frozenset())
     if not todo:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)
+    pool = start_actors(spec, plan.code_upper, log=log)  # before any write: a run that cannot start leaves nothing
     run_id = run_id_of(plan)
     write_manifest(store, run_id, run_record(plan), status="running")
     if spec.init_photos is not None:
         spec.init_photos.write(store)
-
-    pool = start_actors(spec, plan.code_upper)
     result = synthesize(pool, spec, store, todo, log=log, skip=rewrite)
     wall = time.perf_counter() - t0
     summary = RunSummary(len(plan.items), skipped, result.written, wall, result.synth_s, len(pool.actors))

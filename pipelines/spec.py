@@ -27,6 +27,7 @@ from tasks.diversity import DiversitySpec, default_layer
 from tasks.image_am import ImageAMConfig
 from tasks.objectives import ObjectiveSpec
 
+from .cluster import Placement
 from .init_photos import InitPhotos, read_init_photos
 from .keys import ItemKey, hyperparams_json, safe_segment
 from models.retry import RetryPolicy
@@ -50,9 +51,7 @@ class AtlasSpec:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     bounds: str | None = None  # URI of per-unit code upper bounds (DGN-AM)
     batch_size: int | None = None
-    actors: int | None = None
-    gpus_per_actor: float = 1.0
-    address: str = "local"
+    placement: Placement = Placement()  # where the actors run: --address, --actors, --device ... (cluster.py)
     storage_retry_s: float = 120.0  # how long transient storage faults are retried before the run stops
     objective: ObjectiveSpec = ObjectiveSpec()
     diversity: DiversitySpec | None = None  # a unit's seeds optimized as one group (tasks/diversity.py)

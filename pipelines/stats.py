@@ -7,6 +7,11 @@ bytes: pipelines/imagesets.py) or `offline` (the photos bundled with skimage and
 cut into shards that Ray tasks encode in parallel; each returns exact (count, mean, M2, max) sums that the
 driver merges exactly.
 
+Devices (`--device`): `auto` (the default) encodes on a GPU wherever the cluster has one, else on CPUs; `cpu`
+always on CPUs; `cuda` (or `cuda:N`: Ray picks the GPU, so the index is not kept) on GPUs, an error at once
+when the cluster has none. A task that encodes on a GPU asks Ray for one (`num_gpus=1`: Ray hides the GPUs
+from tasks that ask for none) and decides `auto` where it runs; net and images go to its device.
+
 Writes under --out: `stats.parquet` (unit, mean, std, max, count, upper), `bounds.npy` (float32 upper bounds,
 what `atlas --bounds` reads) and `stats.json` (what was measured, with the weights digest).
 """
@@ -28,7 +33,7 @@ from models.capture import unknown_layer
 from models.errors import UserInputError
 from models.loading import load_net
 from models.registry import resolve_model
-from tasks.actor import NetSpec, pin_build
+from tasks.actor import NetSpec, pick_device, pin_build
 from tasks.stats import RunningStats, encode
 
 from .imagesets import list_image_set, load_image
@@ -36,7 +41,8 @@ from .photos import preprocessing_input
 from .progress import Progress
 from .storage import Store
 
-__all__ = ["StatsSpec", "run_stats", "list_images", "load_image"]
+__all__ = ["StatsSpec", "run_stats", "list_images", "load_image", "device_kind", "resolve_device", "shard_stats",
+           "shard_placement"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class StatsSpec:
     bgr: bool | None = None
     channels: int | None = None
     layouts: tuple[tuple[str, str], ...] | None = None  # --layout LAYER=KIND overrides
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (module docstring)
 
     def net(self) -> NetSpec:
         return NetSpec(self.model, self.weights, self.input_size, self.mean, self.std, self.bgr, self.channels,
@@ -82,14 +89,59 @@ def list_images(uri: str, storage_options: Mapping[str, Any]) -> list:
     return [s.uri for s in list_image_set(uri, storage_options).sources]
 
 
-def shard_stats(spec: NetSpec, layer: str, sources: list, batch_size: int) -> RunningStats:
-    """Encode one shard of images and summarize its codes (runs inside a Ray task; a net used as built must
-    have the driver's digest, `spec.built_sha256`)."""
+def device_kind(requested: str) -> str:
+    """What `--device requested` names: auto, cpu, cuda (any index) or meta (shapes without data, for tests),
+    without asking whether this process can use it; anything else raises a one-line UserInputError."""
+    if requested == "auto":
+        return "auto"
+    try:
+        kind = torch.device(requested).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda", "meta"):
+        raise UserInputError(f"--device {requested!r}: use auto, cpu, cuda or cuda:N")
+    return kind
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """The device `--device requested` names, decided in the process that computes: `auto` is CUDA where torch
+    sees it, else the CPU; others as given (device_kind). A CUDA device this process cannot see raises a
+    one-line UserInputError."""
+    if device_kind(requested) == "auto":
+        return pick_device(None)
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"--device {requested}: torch sees no CUDA device here "
+                                 "(torch.cuda.is_available() is False); use --device cpu or auto")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UserInputError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return pick_device(str(device))
+
+
+def shard_placement(requested: str, cluster_gpus: float) -> tuple[str, dict]:
+    """(the device a task resolves, its Ray resource options) for `--device requested` on a cluster with
+    `cluster_gpus` GPUs: a task that may use a GPU asks Ray for one (the only way it sees one) and computes on
+    the one Ray gives it (`cuda:N` becomes `cuda`); `cuda` on a cluster without GPUs raises UserInputError."""
+    kind = device_kind(requested)
+    if kind == "cuda" and cluster_gpus < 1:
+        raise UserInputError(f"--device {requested}: the Ray cluster has no GPUs (ray.cluster_resources() lists "
+                             "none); use --device cpu or auto, or join a cluster with GPU nodes (--address)")
+    if kind in ("cuda", "auto") and cluster_gpus >= 1:
+        return kind, {"num_gpus": 1}
+    return ("cpu" if kind == "auto" else kind), {}
+
+
+def shard_stats(spec: NetSpec, layer: str, sources: list, batch_size: int, device: str = "cpu") -> RunningStats:
+    """Encode one shard of images on `device` (resolve_device: `auto` decided here) and summarize its codes
+    (runs inside a Ray task; a net used as built must have the driver's digest, `spec.built_sha256`)."""
+    dev = resolve_device(device)
     entry = spec.entry()
-    net = load_net(entry, spec.weights, storage_options=spec.storage_options, expect_sha256=spec.built_sha256)
+    net = load_net(entry, spec.weights, storage_options=spec.storage_options, device=dev,
+                   expect_sha256=spec.built_sha256)
     pre = entry.preprocessing
     x = torch.tensor(np.stack([preprocessing_input(load_image(s, spec.storage_options), pre) for s in sources]))
-    return RunningStats.of(encode(net.net, net.to_input, x, layer, batch_size, net.layouts))
+    return RunningStats.of(encode(net.net, net.to_input, x.to(dev), layer, batch_size, net.layouts))
 
 
 def run_stats(spec: StatsSpec, log=print) -> RunningStats:
@@ -100,6 +152,7 @@ def run_stats(spec: StatsSpec, log=print) -> RunningStats:
 
     if spec.k <= 0:
         raise UserInputError(f"--k {spec.k} must be positive")
+    device_kind(spec.device)  # a misspelt --device fails before anything is loaded
     net = spec.net()
     target = load_net(net.entry(), net.weights, storage_options=spec.storage_options)
     if spec.layer not in target.layers:
@@ -109,9 +162,10 @@ def run_stats(spec: StatsSpec, log=print) -> RunningStats:
     store.check_writable()
     shards = [sources[i:i + spec.shard_size] for i in range(0, len(sources), spec.shard_size)]
     init_ray(spec.address)
-    remote = ray.remote(shard_stats)
+    device, resources = shard_placement(spec.device, ray.cluster_resources().get("GPU", 0))
+    remote = ray.remote(shard_stats).options(**resources)
     net = pin_build(net, target)
-    pending = [remote.remote(net, spec.layer, s, spec.batch_size) for s in shards]
+    pending = [remote.remote(net, spec.layer, s, spec.batch_size, device) for s in shards]
     sizes = {ref: len(s) for ref, s in zip(pending, shards)}
     progress = Progress(len(sources), desc="encoding")
     total = None

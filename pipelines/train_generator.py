@@ -11,8 +11,14 @@ dataset of thousands at the net's own framing, such as Fashion-MNIST). Batch ind
 synthetic codes are drawn from (seed, step), so a run resumed from its checkpoint continues the same loss
 curve it would have drawn without the interruption.
 
+Everything trains on `device` (`--device`: `auto`, the default, is CUDA where torch sees it, else the CPU;
+`cpu`, `cuda`, `cuda:N`; pipelines/stats.resolve_device): G, D, the encoder/comparator net, each batch (drawn on
+the CPU, then moved), the codes and the code bounds. The per-step losses come back to the host once per step
+(tasks/deepsim.DeePSiMTrainer.step returns floats); the progress line is printed every few steps.
+
 Checkpoints (G, D, both optimizers, step, loss history) go to `<out>/checkpoint.pt` every
-`--checkpoint-every` steps and at the end, written atomically; rerunning the same command resumes from it.
+`--checkpoint-every` steps and at the end, written atomically, every tensor on the CPU (a checkpoint written
+on a GPU resumes on a CPU and the other way round); rerunning the same command resumes from it.
 At the end `<out>/generator.pt` holds G's state dict (what `atlas --generator-weights` loads),
 `<out>/losses.json` the loss history and `<out>/loss_curve.png` a picture of it.
 """
@@ -41,6 +47,7 @@ from .idx import idx_split
 from .imagesets import list_image_set, read_images
 from .photos import to_model_input
 from .spec import read_bounds
+from .stats import resolve_device
 from .storage import Store
 
 __all__ = ["TrainSpec", "train_generator"]
@@ -66,6 +73,7 @@ class TrainSpec:
     bounds: str | None = None  # code upper bounds (stats' bounds.npy); needed by synthetic codes
     augment: str = "photo"  # "photo", "flip" or "none" (module docstring)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (module docstring)
 
 
 AUGMENTS = ("photo", "flip", "none")
@@ -177,12 +185,13 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
         raise UserInputError("--steps and --batch-size must be at least 1, --synthetic-codes at least 0")
     if spec.augment not in AUGMENTS:
         raise UserInputError(f"--augment {spec.augment!r}: use one of {', '.join(AUGMENTS)}")
+    device = resolve_device(spec.device)
     torch.manual_seed(spec.seed)
     gen_entry = resolve_model(spec.generator)
     if getattr(gen_entry, "kind", None) != "generator":
         raise UserInputError(f"--generator {spec.generator!r} is not a generator")
     enc_entry = resolve_model(spec.encoder_model)
-    encoder = load_net(enc_entry, spec.encoder_weights, storage_options=spec.storage_options)
+    encoder = load_net(enc_entry, spec.encoder_weights, storage_options=spec.storage_options, device=device)
     for layer in (spec.encoder_layer, spec.comparator_layer):
         if layer not in encoder.layers:
             raise unknown_layer(layer, spec.encoder_model)
@@ -201,7 +210,7 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
 
     g = gen_entry.build()
     trainer = DeePSiMTrainer(g, gen_entry.to_image01, _probe(encoder, pre, spec.encoder_layer, spec.comparator_layer),
-                             code_dim, spec.weights, spec.lr, channels=gen_entry.channels)
+                             code_dim, spec.weights, spec.lr, device=device, channels=gen_entry.channels)
     if spec.synthetic_codes:
         if not spec.bounds:
             raise UserInputError("--synthetic-codes draws codes inside the code bounds; pass --bounds "
@@ -209,7 +218,7 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
         upper, _ = read_bounds(spec.bounds, spec.storage_options)
         if upper.size != code_dim:
             raise UserInputError(f"--bounds {spec.bounds!r} has {upper.size} values; the code has {code_dim}")
-        upper_t = torch.from_numpy(upper)
+        upper_t = torch.from_numpy(upper).to(device)
         # seeded by the step, so a resumed run draws the same codes
         if spec.synthetic_kind not in ("mix", "box"):
             raise UserInputError(f"--synthetic-kind {spec.synthetic_kind!r}: use 'mix' or 'box'")
@@ -232,7 +241,7 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     t0, first = time.perf_counter(), trainer.step_count
     every = max(1, min(50, spec.steps // 20))
     while trainer.step_count < spec.steps:
-        history.append(trainer.step(images.batch(trainer.step_count)))
+        history.append(trainer.step(images.batch(trainer.step_count).to(device)))
         step = trainer.step_count
         if step % every == 0 or step == spec.steps:
             r = history[-1]
@@ -244,7 +253,7 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             _checkpoint(store, trainer, history)
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in trainer.g.state_dict().items()}, buf)
+    torch.save(_on_cpu(trainer.g.state_dict()), buf)
     store.write_bytes("generator.pt", buf.getvalue())
     store.write_bytes("loss_curve.png", _loss_curve(history))
     store.write_bytes("train.json", json.dumps({**{k: v for k, v in asdict(spec).items()
@@ -253,8 +262,23 @@ def train_generator(spec: TrainSpec, log=print) -> list[dict]:
     return history
 
 
+def _on_cpu(state: Any) -> Any:
+    """`state` (nested dicts and lists, as state_dict() gives them: their types and a module's `_metadata`
+    kept) with every tensor copied to the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        out = type(state)((k, _on_cpu(v)) for k, v in state.items())
+        if hasattr(state, "_metadata"):
+            out._metadata = state._metadata
+        return out
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(v) for v in state)
+    return state
+
+
 def _checkpoint(store: Store, trainer: DeePSiMTrainer, history: list[dict]) -> None:
     buf = io.BytesIO()
-    torch.save(trainer.state_dict(), buf)
+    torch.save(_on_cpu(trainer.state_dict()), buf)
     store.write_bytes("losses.json", json.dumps(history).encode())
     store.write_bytes("checkpoint.pt", buf.getvalue())

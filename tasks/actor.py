@@ -11,6 +11,7 @@ except loading weights through `models` (images and numbers go back to the calle
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from models.capture import Capture
-from models.errors import StorageError, UserInputError
+from models.errors import DeviceError, StorageError, UserInputError
 from models.frozen import FrozenBatchNorm
 from models.host_memory import keep_freed_memory
 from models.inference import folded_copy
@@ -36,7 +37,7 @@ from .loop import LoopResult, Parameterization, optimize
 from .objectives import Objective, ObjectiveSpec, per_item, position_vector, unit
 
 __all__ = ["NetSpec", "pin_build", "WorkItem", "Batch", "ItemResult", "BatchResult", "InverseJob", "SynthesisActor",
-           "pick_device"]
+           "pick_device", "DeviceActor", "cuda_problem"]
 
 
 @dataclass(frozen=True)
@@ -124,28 +125,100 @@ class BatchResult:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device an actor computes on: `requested`, else CUDA when torch can use it, else the CPU. A CUDA
+    device that torch cannot use raises DeviceError (cuda_problem): an actor that was given a GPU never
+    computes on its CPU instead. A usable CUDA device gets the GPU settings (configure_cuda)."""
+    if not requested:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        problem = cuda_problem()
+        if problem is not None:
+            raise DeviceError(f"this worker{_given_gpus()} cannot use CUDA: {problem}; torch "
+                              f"{torch.__version__} needs an NVIDIA driver for CUDA {torch.version.cuda} or newer "
+                              "(cluster.yaml names such an image; 'neuron-atlas doctor' checks every node), or run "
+                              "on CPUs with --device cpu")
+        configure_cuda()
+    return device
+
+
+def cuda_problem() -> str | None:
+    """Why torch cannot use CUDA here, in one line (None: it can): a CPU-only build, no driver or one too old
+    for this build (torch's own message), or no visible device."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError or AssertionError, with the reason
+        return (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+    if torch.cuda.device_count() == 0:
+        return f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+    return None
+
+
+def _given_gpus() -> str:
+    """' (given GPU 0 by Ray)' inside a Ray worker that holds GPUs, else ''."""
+    try:
+        import ray
+
+        ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # noqa: BLE001 - only decoration of the message
+        ids = []
+    return f" (given GPU {', '.join(map(str, ids))} by Ray)" if ids else ""
+
+
+def configure_cuda() -> None:
+    """GPU settings every actor uses: TF32 matmuls (convolutions already use TF32 by default; activation
+    maximization does not need fp32's last bits) and cuDNN's autotuner (a run repeats the same shapes for
+    hundreds of steps)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
+class DeviceActor:
+    """What every actor starts with: its threads and its device (pick_device). A device it cannot use is kept
+    and raised by `ping`, the first call the driver makes (pipelines/cluster.start_pool), so the run stops with
+    that one line, not with a constructor traceback forwarded from every worker's log; `usable` tells the
+    subclass's constructor to load nothing."""
+
+    device: torch.device
+    _unusable: Exception | None = None
+
+    def open_device(self, device: str | None, threads: int | None) -> bool:
+        """Set threads and `self.device`; False when the device cannot be used (see the class docstring)."""
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.device = pick_device(device)
+        except DeviceError as e:
+            self._unusable, self.device = e, torch.device("cpu")
+            return False
+        if self.device.type == "cpu":
+            keep_freed_memory()  # every step reallocates the same tensors: no page faults (models/host_memory.py)
+        return True
+
+    def ping(self) -> str:
+        """The actor's device; the driver's first call, and how it learns that a restarted actor is back."""
+        if self._unusable is not None:
+            raise self._unusable
+        return str(self.device)
 
 
 _FOLDED_KEPT = 4  # folded copies an actor keeps (one per captured layer set; a run rarely mixes more)
 
 
-class SynthesisActor:
+class SynthesisActor(DeviceActor):
     """Holds the loaded nets on one device and turns batches into images and activations."""
 
     def __init__(self, spec: NetSpec, *, device: str | None = None, threads: int | None = None,
                  code_upper: np.ndarray | None = None, seed: int = 0):
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = pick_device(device)
+        if not self.open_device(device, threads):
+            return
         if self.device.type == "cpu":
             # gradients far below a unit's scale (a near-grey start, a saturated sigmoid) are subnormal floats,
             # which x86 CPUs compute tens of times slower; flushing them to zero changes nothing visible
             # (tests/test_speed_paths.py) and nothing on a GPU, which flushes in its own kernels
             torch.set_flush_denormal(True)
-            keep_freed_memory()  # every step reallocates the same tensors: no page faults (models/host_memory.py)
         self.spec = spec
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
@@ -162,10 +235,6 @@ class SynthesisActor:
             gen_entry = resolve_model(spec.generator)
             self.generator = load_net(gen_entry, spec.generator_weights, storage_options=spec.storage_options,
                                       device=self.device, seed=seed)
-
-    def ping(self) -> str:
-        """Cheap call the driver uses to learn that a restarted actor is back."""
-        return str(self.device)
 
     def model_input(self, x01: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB images -> the target net's input (see LoadedNet.to_input)."""

@@ -65,9 +65,10 @@ def groups_of(identities: Sequence[Hashable]) -> list[list[int]]:
     return list(groups.values())
 
 
-def gram_cosine(acts: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
+def gram_cosine(acts: torch.Tensor, groups: Sequence[Sequence[int] | torch.Tensor]) -> torch.Tensor:
     """[B, C, H, W] -> [B]: each row's mean cosine similarity between its Gram matrix and those of the other
-    rows of its group (0 for a row alone in its group).
+    rows of its group (0 for a row alone in its group). A group is a list of rows or, to spare a host-to-device
+    copy per call, a long tensor of them on the activations' device.
 
     With F_i the [C, HW] activations of row i and G_i = F_i F_i^T, the inner product <G_i, G_j> equals
     ||F_i^T F_j||^2: a deep layer with more channels than positions (1280 x 7 x 7) is compared through the
@@ -78,7 +79,7 @@ def gram_cosine(acts: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Te
     for rows in groups:
         if len(rows) < 2:
             continue
-        idx = torch.tensor(rows, device=f.device)
+        idx = rows if isinstance(rows, torch.Tensor) else torch.tensor(rows, device=f.device)
         g = f.index_select(0, idx)
         if g.shape[1] <= g.shape[2]:
             gram = torch.bmm(g, g.transpose(1, 2)).flatten(1)
@@ -94,19 +95,30 @@ def gram_cosine(acts: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Te
 
 class Diversity:
     """The loop's per-row penalty (tasks/loop.optimize's `diversity`): (captured acts, the rows' objective
-    values) -> [B]."""
+    values) -> [B]. Its index tensors are made on the activations' device at the first call and reused, so
+    later steps copy nothing to the device and read nothing back."""
 
     def __init__(self, weight: float, layer: str, groups: Sequence[Sequence[int]]):
         self.weight, self.layer, self.groups = weight, layer, [list(g) for g in groups]
-        self._group_of = torch.empty(sum(map(len, self.groups)), dtype=torch.long)
+        group_of = [0] * sum(map(len, self.groups))
         for g, rows in enumerate(self.groups):
-            self._group_of[rows] = g
+            for row in rows:
+                group_of[row] = g
+        self._group_of = group_of
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+
+    def _indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(each row's group [B], each group's size [G] as floats, each group's rows) on `device`."""
+        if device not in self._on:
+            self._on[device] = (torch.tensor(self._group_of, dtype=torch.long, device=device),
+                                torch.tensor([float(len(g)) for g in self.groups], device=device),
+                                [torch.tensor(g, dtype=torch.long, device=device) for g in self.groups])
+        return self._on[device]
 
     def __call__(self, acts: Mapping[str, torch.Tensor], objective: torch.Tensor) -> torch.Tensor:
-        group_of = self._group_of.to(objective.device)
+        group_of, sizes, rows = self._indices(objective.device)
         magnitude = objective.detach().abs()
         sums = torch.zeros(len(self.groups), dtype=magnitude.dtype, device=magnitude.device)
         sums = sums.index_add(0, group_of, magnitude)
-        sizes = torch.bincount(group_of, minlength=len(self.groups)).to(magnitude.dtype)
-        scale = (sums / sizes)[group_of]  # each row's group mean |objective|, without a device sync
-        return self.weight / 2 * scale * gram_cosine(acts[self.layer], self.groups).to(objective.dtype)
+        scale = (sums / sizes.to(magnitude.dtype))[group_of]  # each row's group mean |objective|
+        return self.weight / 2 * scale * gram_cosine(acts[self.layer], rows).to(objective.dtype)

@@ -50,12 +50,13 @@ def _mix(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 
 
 def render_spectrum(spectrum: torch.Tensor, size: tuple[int, int], scale: torch.Tensor,
-                    decorrelate: bool = True) -> torch.Tensor:
-    """spectrum [B, C, H, W//2+1, 2] -> images in (0, 1), [B, C, H, W] (colour-decorrelated when C = 3)."""
+                    decorrelate: bool = True, color: torch.Tensor | None = None) -> torch.Tensor:
+    """spectrum [B, C, H, W//2+1, 2] -> images in (0, 1), [B, C, H, W] (colour-decorrelated when C = 3).
+    `color`: COLOR_SQRT_COV already on the spectrum's device (else it is copied there at every call)."""
     spec = torch.view_as_complex(spectrum.contiguous()) * scale
     x = torch.fft.irfft2(spec, s=size, norm="ortho") / _MAGIC
     if decorrelate and x.shape[1] == 3:
-        x = _mix(x, COLOR_SQRT_COV)
+        x = _mix(x, COLOR_SQRT_COV if color is None else color)
     return torch.sigmoid(x)
 
 
@@ -93,6 +94,7 @@ def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: to
     small = fourier_size is not None and fourier_size < size[0]  # never rendered larger than the input
     inner = (fourier_size, max(1, round(fourier_size * size[1] / size[0]))) if small else size
     scale = frequency_scale(*inner, decay=decay, device=device)
+    color = COLOR_SQRT_COV.to(device)  # once, not at every render
     if init is None:
         spectrum = initial_spectra(seeds, inner, sd, device, channels)
     else:
@@ -101,10 +103,10 @@ def fourier_parameterization(seeds: list[int], size: tuple[int, int], device: to
             start = F.interpolate(start, size=inner, mode="area")
         spectrum = image_to_spectrum(start, scale, decorrelate, eps=INIT_EPS)
     if tuple(inner) == tuple(size):
-        return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate))
+        return Parameterization(spectrum, lambda p: render_spectrum(p, size, scale, decorrelate, color))
 
     def source(p: torch.Tensor) -> torch.Tensor:
-        return render_spectrum(p, inner, scale, decorrelate)
+        return render_spectrum(p, inner, scale, decorrelate, color)
 
     def render(p: torch.Tensor) -> torch.Tensor:
         return F.interpolate(source(p), size=size, mode="bilinear", align_corners=True)

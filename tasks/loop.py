@@ -8,10 +8,15 @@ schedule, as plain ascent (optionally with the released DGN-AM code's normalized
 or Adam (Lucent's optimizer). `views` (optional, tasks/transforms.py) shows the net a random transformation
 of each render at each step (transformation robustness), drawn from `source` where the parameterization has
 one (its own smaller image, which `render` upsamples to the net's size; the views then upsample, so they must
-return the net's size); the start and final activations are always measured on the untransformed render,
-which is what gets saved. `diversity` (optional, tasks/diversity.py) is
-a penalty on the captured activations that couples the rows of a group (a unit's seeds): it is subtracted from
-what is ascended, never from the reported activations.
+return the net's size). A `views` with a `plan(steps)` method is told the step count before the first step, so
+it can draw every step at once. The start and final activations are always measured on the untransformed
+render, which is what gets saved. `diversity` (optional, tasks/diversity.py) is a penalty on the captured
+activations that couples the rows of a group (a unit's seeds): it is subtracted from what is ascended, never
+from the reported activations.
+
+On an accelerator the steps after the first never make the host wait for the device: no scalar read-backs,
+no host-to-device copies, no data-dependent shapes (the pieces the loop calls keep to that too;
+tests/test_host_syncs.py checks every method). Results are read back once, after the last step.
 
 Without `diversity`, every row of the batch is an independent problem: nothing in the loop mixes rows, so a
 batch of many (unit, seed) items gives each item the result it would get alone (up to float reassociation).
@@ -95,6 +100,8 @@ def optimize(param: Parameterization, objective: Objective, forward: Forward, st
         with torch.no_grad():
             start = objective(forward(param.render(p))).detach()
     adam = torch.optim.Adam([p], lr=rule.lr, maximize=True) if rule.optimizer == "adam" else None
+    if views is not None and hasattr(views, "plan"):
+        views.plan(steps)
     for t in range(steps):
         if views is None:
             acts = forward(param.render(p))

@@ -62,13 +62,15 @@ def fit_magnitude(magnitude: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(magnitude[None], size=shape, mode="bilinear", align_corners=False)[0]
 
 
-def render_phase(phase: torch.Tensor, magnitude: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """phases [B, C, H, W//2+1] -> images in (0, 1) [B, C, H, W] (module docstring)."""
+def render_phase(phase: torch.Tensor, magnitude: torch.Tensor, size: tuple[int, int],
+                 color: torch.Tensor | None = None) -> torch.Tensor:
+    """phases [B, C, H, W//2+1] -> images in (0, 1) [B, C, H, W] (module docstring). `color`: COLOR_SQRT_COV
+    already on the phases' device (else it is copied there at every call)."""
     phase = _standardize(phase)
     spectrum = torch.polar(magnitude.expand_as(phase), phase)
     x = _standardize(torch.fft.irfft2(spectrum, s=size))
     if x.shape[1] == 3:
-        x = _mix(x, COLOR_SQRT_COV)
+        x = _mix(x, COLOR_SQRT_COV if color is None else color)
     return torch.sigmoid(x)
 
 
@@ -88,6 +90,7 @@ def maco_parameterization(seeds: list[int], size: tuple[int, int], device: torch
     small = fourier_size is not None and fourier_size < size[0]
     inner = (fourier_size, max(1, round(fourier_size * size[1] / size[0]))) if small else tuple(size)
     mag = fit_magnitude(magnitude.to(device, torch.float32), inner)
+    color = COLOR_SQRT_COV.to(device)  # once, not at every render
     if init is None:
         phase = initial_phases(seeds, inner, channels, device)
     else:
@@ -100,7 +103,7 @@ def maco_parameterization(seeds: list[int], size: tuple[int, int], device: torch
         phase = torch.fft.rfft2(x).angle().contiguous()
 
     def source(p: torch.Tensor) -> torch.Tensor:
-        return render_phase(p, mag, inner)
+        return render_phase(p, mag, inner, color)
 
     if inner == tuple(size):
         return Parameterization(phase, source)

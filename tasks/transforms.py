@@ -5,9 +5,10 @@ it into a callable `(x01 [B, 3, h, w], step) -> views [B, 3, H, W]` that draws e
 scale and angle and applies the whole chain as ONE affine grid sample over the batch (no Python loop over
 items on the tensor path; the only per-item Python is drawing four numbers), then upsamples to the net's
 size where the image is smaller (Lucent's order). Out-of-image pixels are grey 0.5, as Lucent's constant
-pad. Views have one size for every item and step (see `_theta` for how that maps Lucent's variable-size
+pad. Views have one size for every item and step (see `_theta_rows` for how that maps Lucent's variable-size
 views). The draws of an item depend only on (its seed, step), never on what else is in the
-batch.
+batch. A run's draws are made all at once and copied to the device once (`TransformViews.plan`), so the
+steps after the first never wait on a host-to-device copy.
 
 Named sets: `none`, `standard` (Lucent's `standard_transforms`: pad 12, jitter 8, scales 0.90..1.10 in
 steps of 0.02, rotations -10..10 degrees with extra weight on 0, jitter 4) and `zoom` (the same pad and
@@ -25,9 +26,7 @@ import torch.nn.functional as F
 
 from models.errors import UserInputError
 
-from .loop import Views
-
-__all__ = ["TransformSet", "TRANSFORM_SETS", "parse_transforms"]
+__all__ = ["TransformSet", "TransformViews", "TRANSFORM_SETS", "parse_transforms"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class TransformSet:
             and set(self.angles) == {0.0}
 
     def views(self, seeds: list[int], size: tuple[int, int] | None = None, coarse: tuple[int, int] | None = None,
-              coarse_until: int = 0, fixed: bool = False) -> Views | None:
+              coarse_until: int = 0, fixed: bool = False) -> TransformViews | None:
         """The per-step view function for a batch of items with these seeds (None for the identity without
         coarse steps).
 
@@ -63,26 +62,11 @@ class TransformSet:
         """
         if self.identity and not (coarse and coarse_until > 0):
             return None
-        seeds = list(seeds)
+        return TransformViews(self, list(seeds), size, coarse, coarse_until, fixed)
 
-        def apply(x: torch.Tensor, step: int) -> torch.Tensor:
-            early = bool(coarse) and step < coarse_until
-            out = tuple(coarse if early and not fixed else (size or x.shape[-2:]))
-            # never more pixels than x has, nor than a coarse step's
-            sample = tuple(min(o, int(n)) for o, n in zip(coarse if early else out, x.shape[-2:]))
-            if self.identity and sample == tuple(x.shape[-2:]):
-                v = x
-            else:
-                theta = torch.stack([self._theta(s, step, x.shape[-2:]) for s in seeds]).to(x.device, x.dtype)
-                grid = F.affine_grid(theta, [*x.shape[:2], *sample], align_corners=False)
-                v = F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
-            if sample != out:
-                v = F.interpolate(v, size=out, mode="bilinear", align_corners=True)
-            return v
-        return apply
-
-    def _theta(self, seed: int, step: int, size) -> torch.Tensor:
-        """The 2x3 affine map from output to input coordinates (normalized, x then y) for one item's view.
+    def _theta_rows(self, seed: int, step: int, size) -> list[list[float]]:
+        """The 2x3 affine map from output to input coordinates (normalized, x then y) for one item's view, as
+        Python floats (TransformViews makes the maps of many items and steps into one tensor).
 
         Lucent's chain on an S-pixel image: pad p, crop (S + 2p - J1) at offset j1, resize by s, rotate by a
         about the centre, crop at offset j2, and the net sees the result, whose size varies with s. Here the
@@ -104,8 +88,7 @@ class TransformSet:
         c, n = math.cos(a), math.sin(a)
         # rot @ diag(scale) maps output normalized -> input normalized; then (rot @ o2 / s + o1) / half shifts
         shift = [(c * o2[0] + n * o2[1]) / s + o1[0], (-n * o2[0] + c * o2[1]) / s + o1[1]]
-        return torch.tensor([[c * scale[0], n * scale[1], shift[0] / half[0]],
-                             [-n * scale[0], c * scale[1], shift[1] / half[1]]], dtype=torch.float32)
+        return [[c * scale[0], n * scale[1], shift[0] / half[0]], [-n * scale[0], c * scale[1], shift[1] / half[1]]]
 
     @staticmethod
     def _offset(j: int, g: torch.Generator) -> tuple[float, float]:
@@ -114,6 +97,75 @@ class TransformSet:
             return 0.0, 0.0
         x, y = torch.randint(0, j, (2,), generator=g).tolist()
         return x - (j - 1) / 2, y - (j - 1) / 2
+
+
+class TransformViews:
+    """`TransformSet.views`' callable `(x01 [B, 3, h, w], step) -> views`. `plan(steps)` (tasks/loop.optimize
+    calls it before the first step) lets the first call draw every step's affine maps at once and move them to
+    the image's device in one copy, so later steps only index them: no host-to-device copy after step 0.
+    Unplanned, each step draws its own maps (one copy per step). The draws are the same either way: each
+    item's depend on (its seed, step) and the image's size only; items that share a seed (a video's frames)
+    share one draw."""
+
+    def __init__(self, transforms: TransformSet, seeds: list[int], size: tuple[int, int] | None,
+                 coarse: tuple[int, int] | None, coarse_until: int, fixed: bool):
+        self.t, self.size, self.coarse, self.coarse_until, self.fixed = transforms, size, coarse, coarse_until, fixed
+        self.seeds = list(dict.fromkeys(seeds))  # distinct seeds, first-seen order
+        first = {s: i for i, s in enumerate(self.seeds)}
+        self._row_seed = [first[s] for s in seeds]  # the item's row among the distinct seeds' draws
+        self._steps: int | None = None
+        self._planned: dict[tuple, tuple[dict[int, int], torch.Tensor]] = {}  # (h, w, device, dtype) -> maps
+
+    def plan(self, steps: int) -> None:
+        """The run has `steps` steps (0..steps-1): draw all of them on the first call."""
+        if steps != self._steps:
+            self._steps, self._planned = steps, {}
+
+    def _shapes(self, step: int, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(the views' size, the size they are sampled at) for an image of `shape` [h, w] at `step`."""
+        early = bool(self.coarse) and step < self.coarse_until
+        out = tuple(self.coarse if early and not self.fixed else (self.size or shape))
+        # never more pixels than x has, nor than a coarse step's
+        sample = tuple(min(o, int(n)) for o, n in zip(self.coarse if early else out, shape))
+        return out, sample
+
+    def _warps(self, step: int, shape: tuple[int, ...]) -> bool:
+        """Whether the views of an image of `shape` go through their affine maps at `step` (not for the
+        identity set at the image's own size)."""
+        return not (self.t.identity and self._shapes(step, shape)[1] == shape)
+
+    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        shape = tuple(x.shape[-2:])
+        out, sample = self._shapes(step, shape)
+        if not self._warps(step, shape):
+            v = x
+        else:
+            grid = F.affine_grid(self._theta(x, step), [*x.shape[:2], *sample], align_corners=False)
+            v = F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+        if sample != out:
+            v = F.interpolate(v, size=out, mode="bilinear", align_corners=True)
+        return v
+
+    def _theta(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Every item's affine map at `step`, [B, 2, 3] on x's device and dtype."""
+        shape = tuple(x.shape[-2:])
+        key = (shape, x.device, x.dtype)
+        if self._steps is not None and step < self._steps:
+            if key not in self._planned:
+                steps = [t for t in range(self._steps) if self._warps(t, shape)]
+                self._planned[key] = ({t: i for i, t in enumerate(steps)}, self._draw(steps, shape, x))
+            index, maps = self._planned[key]
+            if step in index:
+                return maps[index[step]]
+        return self._draw([step], shape, x)[0]
+
+    def _draw(self, steps: list[int], shape: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
+        """[len(steps), B, 2, 3] maps for these steps, made in one tensor and copied to x's device once."""
+        rows = [[self.t._theta_rows(s, t, shape) for s in self.seeds] for t in steps]
+        maps = torch.tensor(rows, dtype=torch.float32).reshape(len(steps), len(self.seeds), 2, 3)
+        if len(self.seeds) != len(self._row_seed):
+            maps = maps[:, self._row_seed]
+        return maps.to(x.device, x.dtype)
 
 
 _STANDARD = TransformSet(pad=12, jitter=(8, 4), scales=tuple(1 + (i - 5) / 50 for i in range(11)),

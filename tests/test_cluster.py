@@ -29,7 +29,8 @@ def test_losing_a_worker_node_mid_run_loses_nothing(cluster, tmp_path):
     c, workers = cluster
     out = tmp_path / "out"
     log_path = tmp_path / "run.log"
-    proc = start_cli(*ARGS, "--address", c.address, "--actors", "2", "--out", str(out), cwd=tmp_path,
+    # a cluster of CPUs: a joined cluster runs GPU actors unless the run asks for CPUs
+    proc = start_cli(*ARGS, "--address", c.address, "--device", "cpu", "--actors", "2", "--out", str(out), cwd=tmp_path,
                      log=open(log_path, "w"))
     deadline = time.time() + 300
     while not list(out.glob("units/**/*.parquet")):

@@ -90,10 +90,12 @@ def test_image_am_beats_every_offline_photo(tmp_path):
         assert logit > best_photo[c].item(), (c, logit, best_photo[c].item())
 
 
-def test_local_address_ignores_a_dead_cluster_named_by_the_environment(tmp_path):
-    """--address local starts its own Ray: a RAY_ADDRESS (or /tmp/ray/ray_current_cluster) left behind by
-    a cluster that died must not make the run try to join it."""
+def test_a_dead_cluster_named_by_the_environment_leaves_the_run_on_this_machine(tmp_path):
+    """The default address is the cluster RAY_ADDRESS names (ray job submit sets it), but a RAY_ADDRESS left
+    behind by a cluster that died must not make the run try to join it: the run says so and stays local."""
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}  # nothing listens on the discard port
-    run_cli("atlas", "--layers", "features.3", "--units", "0", "--seeds", "1", "--steps", "2",
-            "--out", str(tmp_path / "o"), cwd=tmp_path, env=env, timeout=300)
+    r = run_cli("atlas", "--layers", "features.3", "--units", "0", "--seeds", "1", "--steps", "2",
+                "--out", str(tmp_path / "o"), cwd=tmp_path, env=env, timeout=300)
+    assert "RAY_ADDRESS=127.0.0.1:9 does not answer; running on this machine only" in r.stdout + r.stderr
+    assert "this machine only" in r.stdout + r.stderr
     assert len(unit_rows(str(tmp_path / "o"))) == 1

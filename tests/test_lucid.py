@@ -87,6 +87,24 @@ def test_transforms_pass_gradients_and_depend_on_seed_and_step_only():
     assert not torch.allclose(views(x, 6), v)  # a new step, a new view
 
 
+@pytest.mark.parametrize("transforms", ["zoom", "none"])
+def test_planned_views_draw_every_step_at_once_and_the_same_as_step_by_step(transforms):
+    """A run's draws made up front (TransformViews.plan, as the loop does) are exactly those drawn step by step,
+    coarse steps included; a video's frames, which share their item's seed, share its draw."""
+    cfg = ImageAMConfig.build("lucid", transforms=transforms, coarse=(0.5, 0.5))
+    x = torch.rand(6, 3, 24, 24)
+    seeds = [4, 4, 4, 9, 9, 9]  # two 3-frame videos
+    planned = cfg.views(seeds, (24, 24), steps=6)
+    planned.plan(6)
+    step_by_step = cfg.views(seeds, (24, 24), steps=6)
+    for t in range(6):
+        v = planned(x, t)
+        assert torch.equal(v, step_by_step(x, t)), t
+        assert v.shape[-1] == (16 if t < 3 else 24)
+        assert torch.equal(planned._theta(x, t)[:3], planned._theta(x, t)[:1].expand(3, 2, 3))
+    assert torch.equal(planned(x, 7), step_by_step(x, 7))  # a step beyond the plan is drawn on its own
+
+
 def test_transform_geometry_zoom_and_grey_padding():
     ramp = torch.linspace(0, 1, 16).expand(1, 3, 16, 16).contiguous()  # brightness grows left to right
     zoomed = TransformSet(scales=(2.0,)).views([0])(ramp, 0)

@@ -37,15 +37,15 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cluster import placement_of
     from .nearest_run import NearestSpec, plan_nearest, run_nearest
 
     spaces = tuple(s.strip() for s in (args.spaces or "").split(",") if s.strip())
     spec = NearestSpec(atlas=args.atlas, images=args.images, model=args.model, weights=args.weights,
                        **preprocessing_kwargs(args), spaces=spaces,
                        same_class=args.same_class, k=args.k, out=args.out, storage_options=dict(args.storage_option),
-                       shard_size=args.shard_size, batch_size=args.batch_size, actors=args.actors,
-                       gpus_per_actor=args.gpus_per_actor, address=args.address,
-                       storage_retry_s=args.storage_retry_s)
+                       shard_size=args.shard_size, batch_size=args.batch_size,
+                       placement=placement_of(args), storage_retry_s=args.storage_retry_s)
     p = plan_nearest(spec)
     out = args.out or args.atlas
     print(f"neuron-atlas: nearest {spec.k} real images of {len(p.queries)} synthesized images in "

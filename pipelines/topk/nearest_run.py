@@ -40,6 +40,7 @@ from models.registry import model_slug
 from models.retry import RetryPolicy
 from tasks.actor import NetSpec, pin_build
 
+from ..cluster import Placement
 from ..imagesets import ImageSet, list_image_set
 from ..inverse import read_inverse
 from ..keys import safe_segment
@@ -76,9 +77,7 @@ class NearestSpec:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     shard_size: int = 256
     batch_size: int | None = None
-    actors: int | None = None
-    gpus_per_actor: float = 1.0
-    address: str = "local"
+    placement: Placement = Placement()  # where the actors run: --address, --actors, --device ... (cluster.py)
     storage_retry_s: float = 120.0
 
     def retry(self) -> RetryPolicy:
@@ -231,8 +230,7 @@ def run_nearest(plan: NearestPlan, *, log=print) -> CommandSummary:
     for note in plan.notes:
         log(note)
     queries = Queries(spec.atlas, tuple(q.image for q in plan.queries), dict(spec.storage_options))
-    workers = Workers(ImageWorker, (plan.net, queries), address=spec.address, actors=spec.actors,
-                      gpus_per_actor=spec.gpus_per_actor)
+    workers = Workers(ImageWorker, (plan.net, queries), spec.placement, log)
     classes = tuple(q.klass for q in plan.queries) if plan.same_class else ()
     state: list[NearestShard] = []
 

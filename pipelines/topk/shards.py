@@ -20,15 +20,13 @@ from typing import Any, Callable, Protocol, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
-import torch
 
 from models.retry import RetryPolicy
 
-from ..dispatch import ACTOR_OPTIONS, Inline, dispatch
+from ..cluster import Placement, Pool, start_pool
+from ..dispatch import dispatch
 from ..imagesets import ImageSet
 from ..progress import Progress
-from ..runner import actor_layout, init_ray, runs_inline
 from ..sink import parquet_bytes
 from ..storage import Store
 
@@ -102,27 +100,25 @@ def make_shards(images: ImageSet, size: int) -> list[Shard]:
 
 
 class Workers:
-    """The pass's Ray actors, started on first use: one per GPU, else `actors` (default 1) on the CPUs; a run
-    with one worker on this machine (pipelines/runner.runs_inline) holds it in the driver's process, no Ray."""
+    """The pass's actors, started on first use where `placement` says (pipelines/cluster.start_pool: GPU actors
+    that grow as GPUs join, or CPU actors; one worker on this machine lives in the driver's process, no Ray)."""
 
-    def __init__(self, cls: type, args: tuple, *, address: str, actors: int | None, gpus_per_actor: float):
-        self.cls, self.args, self.address = cls, args, address
-        self.n, self.gpus_per_actor = actors, gpus_per_actor
-        self._actors: list | None = None
-        self.on_gpu = False
+    def __init__(self, cls: type, args: tuple, placement: Placement, log=print):
+        self.cls, self.args, self.placement, self.log = cls, args, placement, log
+        self.pool: Pool | None = None
 
     def get(self) -> list:
-        if self._actors is None and runs_inline(self.address, self.n):
-            self.on_gpu = torch.cuda.is_available()
-            self._actors = [Inline(self.cls(*self.args))]
-        if self._actors is None:
-            init_ray(self.address)
-            n, resources = actor_layout(self.n, self.gpus_per_actor)
-            self.on_gpu = "num_gpus" in resources
-            threads = None if self.on_gpu else resources["num_cpus"]
-            remote = ray.remote(self.cls).options(**resources, **ACTOR_OPTIONS)
-            self._actors = [remote.remote(*self.args, threads=threads) for _ in range(n)]
-        return self._actors
+        if self.pool is None:
+            self.pool = start_pool(self.cls, self.args, {}, self.placement, self.log)
+        return self.pool.actors
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.pool is not None and self.pool.on_gpu
+
+    def grow(self) -> list:
+        """Actors started for GPUs that joined (pipelines/cluster.Pool.grow)."""
+        return self.pool.grow() if self.pool is not None else []
 
 
 def _record(result: ShardResult) -> bytes:
@@ -164,7 +160,7 @@ def run_pass(store: Store, prefix: str, shards: Sequence[Shard], payload: type, 
             take(result)
             progress.update(len(shard.sources))
 
-        dispatch(workers.get(), todo, submit, on_result, log)
+        dispatch(workers.get(), todo, submit, on_result, log, grow=workers.grow)
         progress.close()
     summary.wall_s = time.perf_counter() - t0
     return summary
@@ -196,7 +192,7 @@ def per_source(workers: Workers, sources: Sequence[str], wanted: dict[int, list]
                 on_item(i, b, blob)
 
     if jobs:
-        dispatch(workers.get(), jobs, submit, on_result, log)
+        dispatch(workers.get(), jobs, submit, on_result, log, grow=workers.grow)
     return lost
 
 

@@ -46,6 +46,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from tasks.actor import NetSpec
 
+    from ..cluster import placement_of
     from .topk_run import TopkSpec, plan_topk, run_topk
 
     storage = dict(args.storage_option)
@@ -55,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     spec = TopkSpec(net=net, layers=layers, images=args.images, units=args.units,
                     layer_units=tuple(args.layer_units), k=args.k, snapshot=args.snapshot, out=args.out,
                     storage_options=storage, shard_size=args.shard_size, batch_size=args.batch_size,
-                    actors=args.actors, gpus_per_actor=args.gpus_per_actor, address=args.address,
-                    storage_retry_s=args.storage_retry_s, maps=args.maps, attribution=args.attribution)
+                    placement=placement_of(args), storage_retry_s=args.storage_retry_s, maps=args.maps, attribution=args.attribution)
     p = plan_topk(spec)
     if args.dry_run:
         from ..plan_cmd import print_estimate, topk_estimate

@@ -32,6 +32,7 @@ from tasks.attribution import METHOD as ATTRIBUTION_METHOD
 from tasks.quantiles import MAX_ABS, MIN_ABS, REL_ERROR
 from tasks.receptive import Geometry, NotTraceable, receptive_fields
 
+from ..cluster import Placement
 from ..imagesets import ImageSet, list_image_set
 from ..keys import safe_segment
 from ..manifest import _nets, _versions, utc_now, write_manifest
@@ -60,9 +61,7 @@ class TopkSpec:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     shard_size: int = 256
     batch_size: int | None = None  # default: worker.default_batch_size (8 on CPU, 128 on GPU)
-    actors: int | None = None
-    gpus_per_actor: float = 1.0
-    address: str = "local"
+    placement: Placement = Placement()  # where the actors run: --address, --actors, --device ... (cluster.py)
     storage_retry_s: float = 120.0
     maps: bool = True  # conv units' activation maps with their examples, and their overlays
     attribution: bool = False  # an attribution overlay for every example (one backward pass per example)
@@ -184,8 +183,7 @@ def run_topk(plan: TopkPlan, *, log=print) -> CommandSummary:
         log(plan.note)
     full = {layer: len(ch) == plan.target.layers[layer].units and ch == sorted(ch) for layer, ch in plan.selection}
     layers = tuple((layer, None if full[layer] else tuple(ch)) for layer, ch in plan.selection)
-    workers = Workers(ImageWorker, (spec.net,), address=spec.address, actors=spec.actors,
-                      gpus_per_actor=spec.gpus_per_actor)
+    workers = Workers(ImageWorker, (spec.net,), spec.placement, log)
     state: list[TopkShard] = []
 
     def submit(actor, shard):

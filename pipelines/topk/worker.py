@@ -24,11 +24,10 @@ import torch
 from PIL import Image
 
 from models.capture import Capture
-from models.host_memory import keep_freed_memory
 from models.inference import inference_copy
 from models.loading import load_net
 from models.retry import RetryPolicy
-from tasks.actor import NetSpec, pick_device
+from tasks.actor import DeviceActor, NetSpec
 from tasks.quantiles import UnitStats
 from tasks.attribution import gradient_x_input
 from tasks.topk import TopK, unit_maps, unit_maxima
@@ -131,14 +130,11 @@ def labels_are_indices(labels: Sequence[str]) -> bool:
     return all(lab.strip().isdigit() for lab in labels)
 
 
-class ImageWorker:
+class ImageWorker(DeviceActor):
     def __init__(self, net: NetSpec, queries: Queries | None = None, *, threads: int | None = None,
                  device: str | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = pick_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # every batch reallocates the same tensors: no page faults
+        if not self.open_device(device, threads):
+            return
         self.spec = net
         self.net = load_net(net.entry(), net.weights, storage_options=net.storage_options, device=self.device,
                             expect_sha256=net.built_sha256)
@@ -149,9 +145,6 @@ class ImageWorker:
         self._fast: dict[frozenset[str], torch.nn.Module] = {}  # captured layers -> inference copy
         # decoding overlaps the forward pass; on a GPU it is the bottleneck, so it gets more threads
         self._pool = ThreadPoolExecutor(max_workers=4 if self.device.type == "cuda" else 1)
-
-    def ping(self) -> str:
-        return str(self.device)
 
     def _decode(self, sources, job) -> tuple[list[int], torch.Tensor, list[tuple[str, str]]]:
         images, failed = read_images(sources, job.storage_options, job.retry)
