@@ -8,6 +8,7 @@ channel for the Fashion-MNIST prior, whose channel count is the length of its `m
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,9 +56,15 @@ class GeneratorEntry:
 
     def to_image01(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw generator output -> [0, 1]-scale images (not clamped: gradients must flow at the edges)."""
-        mean = raw.new_tensor(self.mean).view(1, -1, 1, 1)
-        x = (raw + mean) / self.scale
+        x = (raw + _mean_on(self.mean, raw.device, raw.dtype)) / self.scale
         return x.flip(1) if self.bgr else x
+
+
+@functools.lru_cache(maxsize=32)
+def _mean_on(mean: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A generator's mean as a [1, C, 1, 1] tensor on `device`, made once: a tensor made from the tuple at every
+    render is a host-to-device copy per optimization step on a GPU."""
+    return torch.tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
 def _lrelu() -> nn.Module:

@@ -98,7 +98,11 @@ def add_method_flags(p: argparse.ArgumentParser, steps_type=int, steps_action: s
                    help="DGN-AM L2: the released code's y*=0.99 ('decay') or the paper's lambda*||y|| ('paper')")
     g.add_argument("--l2-lambda", type=float, default=0.005)
     g = add_execution_flags(p)
-    g.add_argument("--batch-size", type=int, help="items optimized together (default 64 on GPU, 10 on CPU)")
+    g.add_argument("--batch-size", type=int, help="items optimized together (default: as many as the GPU's free "
+                   "memory holds, at most 512; 10 on a CPU)")
+    g.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="tf32",
+                   help="on a GPU: fp32; tf32 (TF32 matmuls and convolutions, the default); bf16 (the target net "
+                        "under bf16 autocast; the image's FFT, sigmoid and quantization stay fp32)")
 
 
 def tuned(generator: str) -> dict:
@@ -151,7 +155,6 @@ def spec_from_args(args):
     from tasks.objectives import ObjectiveSpec
 
     from .cluster import placement_of
-
     from .spec import AtlasSpec
 
     args = with_generator(args)
@@ -159,7 +162,8 @@ def spec_from_args(args):
     storage = dict(args.storage_option)
     net = NetSpec(model=args.model, weights=args.weights, **preprocessing_kwargs(args),
                   generator=args.generator if args.method == "dgn" else None,
-                  generator_weights=args.generator_weights, storage_options=storage)
+                  generator_weights=args.generator_weights, storage_options=storage,
+                  precision=getattr(args, "precision", "tf32"))
     layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else ()
     kind, a, b, gamma = args.objective
     units = args.units
@@ -173,8 +177,8 @@ def spec_from_args(args):
                      layer_units=tuple(args.layer_units), seeds=args.seeds,
                      steps=args.steps if args.steps is not None else steps,
                      snapshot=args.snapshot, out=args.out, storage_options=storage, bounds=args.bounds,
-                     batch_size=args.batch_size, placement=placement_of(args), storage_retry_s=args.storage_retry_s, diversity=diversity,
-                     init=getattr(args, "init", None))
+                     batch_size=args.batch_size, placement=placement_of(args), storage_retry_s=args.storage_retry_s,
+                     diversity=diversity, init=getattr(args, "init", None))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from models.errors import DeviceError, StorageError, UserInputError
 
-__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline", "creation_error", "user_error"]
+__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline", "creation_error", "user_error", "call"]
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 QUEUE_DEPTH = 2  # jobs queued per actor
@@ -56,6 +56,12 @@ class _InlineMethod:
 
     def remote(self, *args, **kwargs) -> _Finished:
         return _Finished(self.method(*args, **kwargs))
+
+
+def call(actor: Any, method: str, *args) -> Any:
+    """`actor.method(*args)`'s value, for a Ray actor handle or an Inline actor alike (one call, waited for)."""
+    ref = getattr(actor, method).remote(*args)
+    return ref.value if isinstance(ref, _Finished) else ray.get(ref)
 
 
 def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, Any], Any],

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 from tasks.actor import Batch, BatchResult, NetSpec, SynthesisActor, WorkItem
 
 from .cluster import Pool, init_ray, runs_inline, start_pool
-from .dispatch import ACTOR_OPTIONS, dispatch
+from .dispatch import ACTOR_OPTIONS, call, dispatch
 from .keys import ItemKey
 from .manifest import run_record, utc_now, write_manifest
 from .progress import Progress
@@ -134,6 +134,31 @@ def start_actors(spec: AtlasSpec, code_upper, net: NetSpec | None = None,
     return ActorPool(pool, atlas_batch_size(spec.batch_size, pool.on_gpu))
 
 
+def memory_batch_size(pool: ActorPool, spec: AtlasSpec, todo: list[tuple[ItemKey, WorkItem]], log=print) -> int:
+    """The batch size for GPU actors from memory: one actor runs 2 steps of the first few items and reports
+    the peak bytes per item and the free bytes (SynthesisActor.memory_per_item); the batch takes 80 % of the
+    free memory, at most `MAX_GPU_BATCH` items. A CPU pool keeps its batch size."""
+    if not pool.pool.on_gpu or not todo:
+        return pool.batch_size
+    first = [w for k, w in todo if k.partition() == todo[0][0].partition()][:4]
+    probe = Batch(tuple(first), spec.config, 2, spec.objective)
+    measured = call(pool.actors[0], "memory_per_item", probe)
+    if measured is None:
+        return pool.batch_size
+    per_item, free = measured
+    size = batch_for_memory(per_item, free)
+    log(f"GPU batch: {size} items ({per_item / 2 ** 20:.0f} MiB per item, {free / 2 ** 30:.1f} GiB free)")
+    return size
+
+
+MAX_GPU_BATCH = 512
+
+
+def batch_for_memory(per_item: float, free: float, fraction: float = 0.8, most: int = MAX_GPU_BATCH) -> int:
+    """Items per batch that fill `fraction` of `free` bytes at `per_item` bytes each, between 1 and `most`."""
+    return max(1, min(most, int(fraction * free / max(per_item, 1.0))))
+
+
 def atlas_batch_size(requested: int | None, on_gpu: bool) -> int:
     """Items per batch: --batch-size, else 64 on a GPU and 10 on a CPU. On a 2-core CPU, with freed memory kept
     (models/host_memory.py), the lucid step per item falls from batch 1 to about 10 and is flat beyond: 23.8,
@@ -211,6 +236,8 @@ def run_atlas(plan: Plan, *, log=print) -> RunSummary:
     if not todo:
         return RunSummary(len(plan.items), skipped, 0, time.perf_counter() - t0, 0.0, 0)
     pool = start_actors(spec, plan.code_upper, log=log)  # before any write: a run that cannot start leaves nothing
+    if spec.batch_size is None:
+        pool.batch_size = memory_batch_size(pool, spec, todo, log)
     run_id = run_id_of(plan)
     write_manifest(store, run_id, run_record(plan), status="running")
     if spec.init_photos is not None:

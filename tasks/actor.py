@@ -11,7 +11,6 @@ except loading weights through `models` (images and numbers go back to the calle
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -21,23 +20,23 @@ import numpy as np
 import torch
 
 from models.capture import Capture
-from models.errors import DeviceError, StorageError, UserInputError
+from models.errors import StorageError, UserInputError
 from models.frozen import FrozenBatchNorm
-from models.host_memory import keep_freed_memory
 from models.inference import folded_copy
 from models.loading import LoadedNet, is_built, load_net
 from models.registry import resolve_model
 from models.units import Unit
 
+from .device import DeviceActor, configure_cuda, pick_device
 from .diversity import Diversity, default_layer, groups_of
 from .dgn import DGNConfig, code_clipper, dgn_parameterization, fit_to, initial_codes
 from .image_am import ImageAMConfig, image_parameterization
-from .inverse import Constraint, InverseConfig, InverseResult, inverse_set, quantize_st
+from .inverse import Constraint, InverseConfig, InverseResult, inverse_set, quantize_st, throttled_report
 from .loop import LoopResult, Parameterization, optimize
 from .objectives import Objective, ObjectiveSpec, per_item, position_vector, unit
 
 __all__ = ["NetSpec", "pin_build", "WorkItem", "Batch", "ItemResult", "BatchResult", "InverseJob", "SynthesisActor",
-           "pick_device", "DeviceActor", "cuda_problem"]
+           "pick_device", "DeviceActor"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,7 @@ class NetSpec:
     generator_weights: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     built_sha256: str | None = None
+    precision: str = "tf32"  # fp32, tf32 (TF32 matmuls on a GPU) or bf16 (bf16 autocast around the target net)
 
     def entry(self):
         return resolve_model(self.model, input_size=self.input_size, mean=self.mean, std=self.std, bgr=self.bgr,
@@ -124,86 +124,6 @@ class BatchResult:
     error: str | None = None  # the batch's weights could not be loaded (no results): the one-line reason
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """The device an actor computes on: `requested`, else CUDA when torch can use it, else the CPU. A CUDA
-    device that torch cannot use raises DeviceError (cuda_problem): an actor that was given a GPU never
-    computes on its CPU instead. A usable CUDA device gets the GPU settings (configure_cuda)."""
-    if not requested:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda":
-        problem = cuda_problem()
-        if problem is not None:
-            raise DeviceError(f"this worker{_given_gpus()} cannot use CUDA: {problem}; torch "
-                              f"{torch.__version__} needs an NVIDIA driver for CUDA {torch.version.cuda} or newer "
-                              "(cluster.yaml names such an image; 'neuron-atlas doctor' checks every node), or run "
-                              "on CPUs with --device cpu")
-        configure_cuda()
-    return device
-
-
-def cuda_problem() -> str | None:
-    """Why torch cannot use CUDA here, in one line (None: it can): a CPU-only build, no driver or one too old
-    for this build (torch's own message), or no visible device."""
-    if torch.version.cuda is None:
-        return f"torch {torch.__version__} is a CPU-only build"
-    try:
-        torch.cuda.init()
-    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError or AssertionError, with the reason
-        return (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-    if torch.cuda.device_count() == 0:
-        return f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
-    return None
-
-
-def _given_gpus() -> str:
-    """' (given GPU 0 by Ray)' inside a Ray worker that holds GPUs, else ''."""
-    try:
-        import ray
-
-        ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    except Exception:  # noqa: BLE001 - only decoration of the message
-        ids = []
-    return f" (given GPU {', '.join(map(str, ids))} by Ray)" if ids else ""
-
-
-def configure_cuda() -> None:
-    """GPU settings every actor uses: TF32 matmuls (convolutions already use TF32 by default; activation
-    maximization does not need fp32's last bits) and cuDNN's autotuner (a run repeats the same shapes for
-    hundreds of steps)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-
-
-class DeviceActor:
-    """What every actor starts with: its threads and its device (pick_device). A device it cannot use is kept
-    and raised by `ping`, the first call the driver makes (pipelines/cluster.start_pool), so the run stops with
-    that one line, not with a constructor traceback forwarded from every worker's log; `usable` tells the
-    subclass's constructor to load nothing."""
-
-    device: torch.device
-    _unusable: Exception | None = None
-
-    def open_device(self, device: str | None, threads: int | None) -> bool:
-        """Set threads and `self.device`; False when the device cannot be used (see the class docstring)."""
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            self.device = pick_device(device)
-        except DeviceError as e:
-            self._unusable, self.device = e, torch.device("cpu")
-            return False
-        if self.device.type == "cpu":
-            keep_freed_memory()  # every step reallocates the same tensors: no page faults (models/host_memory.py)
-        return True
-
-    def ping(self) -> str:
-        """The actor's device; the driver's first call, and how it learns that a restarted actor is back."""
-        if self._unusable is not None:
-            raise self._unusable
-        return str(self.device)
-
-
 _FOLDED_KEPT = 4  # folded copies an actor keeps (one per captured layer set; a run rarely mixes more)
 
 
@@ -219,7 +139,10 @@ class SynthesisActor(DeviceActor):
             # which x86 CPUs compute tens of times slower; flushing them to zero changes nothing visible
             # (tests/test_speed_paths.py) and nothing on a GPU, which flushes in its own kernels
             torch.set_flush_denormal(True)
+        if self.device.type == "cuda":
+            configure_cuda(tf32=spec.precision != "fp32")
         self.spec = spec
+        self._fits: int | None = None  # the largest batch that fitted after running out of memory
         entry = spec.entry()
         self.target = load_net(entry, spec.weights, storage_options=spec.storage_options, device=self.device,
                                seed=seed, expect_sha256=spec.built_sha256)
@@ -302,7 +225,7 @@ class SynthesisActor(DeviceActor):
 
         with capture:
             result = inverse_set(render, probe, init, clip, list(job.constraints), job.config,
-                                 progress=_throttled_report(" & ".join(map(str, job.constraints)), job.config))
+                                 progress=throttled_report(" & ".join(map(str, job.constraints)), job.config))
         return result, time.perf_counter() - t0
 
     def use_weights(self, weights: str | None) -> float:
@@ -321,7 +244,27 @@ class SynthesisActor(DeviceActor):
 
     def run(self, batch: Batch) -> BatchResult:
         """Synthesize the batch; when its `weights` cannot be loaded (a snapshot deleted or rewritten since the
-        driver read it), no results and the reason in `error`, so the driver can skip that snapshot."""
+        driver read it), no results and the reason in `error`, so the driver can skip that snapshot.
+
+        Out of device memory, the batch runs again as two halves (a unit's seeds stay together), and batches
+        after it are cut to the size that fitted: the results are the same, since rows never interact."""
+        if self._fits is not None and len(batch.items) > self._fits and (halves := split_batch(batch)):
+            return _joined([self.run(h) for h in halves])
+        try:
+            return self._run(batch)
+        except torch.OutOfMemoryError:
+            halves = split_batch(batch)
+            if halves is None:
+                raise
+        # out of the except block: the failed attempt's tensors (held by its traceback) are freed now
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self._fits = max(len(h.items) for h in halves)
+        print(f"out of memory on {self.device} at a batch of {len(batch.items)}; running batches of at most "
+              f"{self._fits}", file=sys.stderr, flush=True)
+        return _joined([self.run(h) for h in halves])
+
+    def _run(self, batch: Batch) -> BatchResult:
         try:
             load_s = self.use_weights(batch.weights)
         except StorageError:
@@ -341,11 +284,36 @@ class SynthesisActor(DeviceActor):
             diversity = Diversity(weight, gram_layer, groups_of([w.unit for w in batch.items]))
         with Capture(self.synthesis_net(layers), layers, model_name=self.spec.model,
                      layouts=self.target.layouts) as cap:
-            result = optimize(param, objective, lambda x: cap(self.model_input(x)), batch.steps, batch.config.rule,
+            result = optimize(param, objective, self._forward(cap), batch.steps, batch.config.rule,
                               views=views, diversity=diversity)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device), load_s)
+
+    def _forward(self, cap: Capture):
+        """images in [0, 1] -> the captured activations; with `precision` bf16 the net runs under bf16 autocast
+        and its activations come back as fp32 (the render's FFT and sigmoid, the objectives and the
+        quantization stay fp32: they run outside)."""
+        if self.spec.precision != "bf16":
+            return lambda x: cap(self.model_input(x))
+
+        def forward(x: torch.Tensor):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                acts = cap(self.model_input(x))
+            return {k: v.float() for k, v in acts.items()}
+        return forward
+
+    def memory_per_item(self, batch: Batch) -> tuple[float, float] | None:
+        """(device bytes one item of `batch` needs at its peak, bytes free now) from a 2-step run of it on a
+        GPU; None on other devices. The driver sizes GPU batches from it (pipelines/runner.py)."""
+        if self.device.type != "cuda":
+            return None
+        torch.cuda.synchronize(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._run(replace(batch, steps=2))
+        peak = torch.cuda.max_memory_allocated(self.device) - base
+        return peak / len(batch.items), float(torch.cuda.mem_get_info(self.device)[0])
 
     def synthesis_net(self, layers) -> torch.nn.Module:
         """The target net for optimizing towards `layers`: a copy with BatchNorms folded into their convs
@@ -397,16 +365,24 @@ class SynthesisActor(DeviceActor):
         return out
 
 
-def _throttled_report(what: str, cfg: InverseConfig, every_s: float = 20.0):
-    """A progress callback for one long inverse-set run: a line on stderr at most every `every_s` seconds
-    (Ray forwards actor output to the driver's terminal), so a run of minutes is not silent."""
-    last = [time.monotonic()]
+def split_batch(batch: Batch) -> tuple[Batch, Batch] | None:
+    """Two batches holding `batch`'s items in order, cut at the unit boundary nearest the middle when its
+    seeds are optimized as groups (diversity); None when it cannot be cut (one item, or one group)."""
+    n = len(batch.items)
+    if batch.diversity is None:
+        cut = n // 2
+    else:
+        bounds = [i for i in range(1, n) if batch.items[i].unit != batch.items[i - 1].unit]
+        cut = min(bounds, key=lambda i: abs(i - n / 2), default=0)
+    if not 0 < cut < n:
+        return None
 
-    def report(phase: str, count: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < every_s:
-            return
-        last[0] = now
-        detail = f"seed step {count}" if phase == "seeds" else f"{count}/{cfg.n} samples kept"
-        print(f"inverse {what}: {detail}", file=sys.stderr, flush=True)
-    return report
+    def part(sl: slice) -> Batch:
+        return replace(batch, items=batch.items[sl], init=batch.init[sl] if batch.init is not None else None)
+    return part(slice(0, cut)), part(slice(cut, n))
+
+
+def _joined(parts: list[BatchResult]) -> BatchResult:
+    """The results of a batch that ran as parts, in order."""
+    return BatchResult([r for p in parts for r in p.results], sum(p.seconds for p in parts), parts[0].device,
+                       sum(p.load_seconds for p in parts), next((p.error for p in parts if p.error), None))

@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import UserInputError
-from models.generators import GeneratorEntry
 
 from .loop import Parameterization, StepRule, Views
 from .transforms import parse_transforms
 
-__all__ = ["DGNConfig", "dgn_parameterization", "fit_to", "code_clipper", "initial_codes", "image01_on"]
+__all__ = ["DGNConfig", "dgn_parameterization", "fit_to", "code_clipper", "initial_codes"]
 
 
 @dataclass(frozen=True)
@@ -101,22 +100,6 @@ def initial_codes(code_shape: tuple[int, ...], seeds: list[int], std: float, dev
     return (init * std).to(device)
 
 
-def image01_on(to_image01: Callable[[torch.Tensor], torch.Tensor],
-               device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`to_image01` for renders on `device`: a GeneratorEntry's own conversion with its mean made on the device
-    once (the entry makes it from its tuple at every call: a host-to-device copy per step on a GPU); any
-    other callable as it is."""
-    entry = getattr(to_image01, "__self__", None)
-    if not isinstance(entry, GeneratorEntry) or to_image01.__func__ is not GeneratorEntry.to_image01:
-        return to_image01
-    mean = torch.tensor(entry.mean, device=device).view(1, -1, 1, 1)
-
-    def image01(raw: torch.Tensor) -> torch.Tensor:
-        x = (raw + mean.to(raw.dtype)) / entry.scale  # exactly GeneratorEntry.to_image01
-        return x.flip(1) if entry.bgr else x
-    return image01
-
-
 def dgn_parameterization(cfg: DGNConfig, generator: torch.nn.Module, to_image01: Callable,
                          code_shape: tuple[int, ...], seeds: list[int], size: tuple[int, int],
                          device: torch.device, upper: np.ndarray | None = None,
@@ -127,7 +110,6 @@ def dgn_parameterization(cfg: DGNConfig, generator: torch.nn.Module, to_image01:
         init.detach().to(device, torch.float32).reshape(len(seeds), *code_shape).clone()
     clip = code_clipper(code_shape, device, upper, cfg.upper, cfg.lower)
     clip(y)
-    to_image01 = image01_on(to_image01, device)
 
     def render(p: torch.Tensor) -> torch.Tensor:
         return fit_to(to_image01(generator(p)), size)

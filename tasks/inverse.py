@@ -27,6 +27,8 @@ activations [B, P] and encoder features [B, D]).
 from __future__ import annotations
 
 import math
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,7 +38,7 @@ from models.errors import UserInputError
 from models.units import Unit, position_text
 
 __all__ = ["Constraint", "InverseConfig", "InverseResult", "inverse_set", "mean_pairwise_distance",
-           "quantize_st", "DIVERSITY_SPACES"]
+           "quantize_st", "DIVERSITY_SPACES", "throttled_report"]
 
 DIVERSITY_SPACES = ("encoder", "code", "none")
 
@@ -283,3 +285,18 @@ class _Kept:
                                  sampling, status, best.cpu())
         c, x, f, e = (torch.cat(p) for p in zip(*self.parts))
         return InverseResult(c.cpu(), x, f.cpu(), e.cpu(), outer, steps, sampling, status, best.cpu())
+
+
+def throttled_report(what: str, cfg: InverseConfig, every_s: float = 20.0):
+    """A progress callback for one long inverse-set run: a line on stderr at most every `every_s` seconds
+    (Ray forwards actor output to the driver's terminal), so a run of minutes is not silent."""
+    last = [time.monotonic()]
+
+    def report(phase: str, count: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return
+        last[0] = now
+        detail = f"seed step {count}" if phase == "seeds" else f"{count}/{cfg.n} samples kept"
+        print(f"inverse {what}: {detail}", file=sys.stderr, flush=True)
+    return report

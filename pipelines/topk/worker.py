@@ -27,7 +27,8 @@ from models.capture import Capture
 from models.inference import inference_copy
 from models.loading import load_net
 from models.retry import RetryPolicy
-from tasks.actor import DeviceActor, NetSpec
+from tasks.actor import NetSpec
+from tasks.device import DeviceActor
 from tasks.quantiles import UnitStats
 from tasks.attribution import gradient_x_input
 from tasks.topk import TopK, unit_maps, unit_maxima
