@@ -46,14 +46,13 @@ def _noisy(state: dict, step: int) -> dict:
 def _sweep(name: str, atlas, folder: Path, log) -> dict:
     from pipelines.snapshots.follow import watch
     from pipelines.snapshots.sweep import SnapshotSpec, Sweep
-    from pipelines.video.run import stop_actors
 
     t0 = time.perf_counter()
     sweep = Sweep(SnapshotSpec(atlas=atlas, checkpoints=str(folder), interval=1.0), log=lambda m: None)
     watch(sweep.round, follow=False, interval=1.0, log=lambda m: None)
     wall = time.perf_counter() - t0
     if sweep.pool:
-        stop_actors(sweep.pool)  # free the CPUs for the next workload's actor
+        sweep.pool.pool.stop()  # free the CPUs for the next workload's actor
     t, n = sweep.totals.timings, sweep.totals.snapshots
     row = {"name": name, "snapshots": n, "items": sweep.totals.items, "steps": atlas.steps, "wall_s": wall,
            "synthesis_s": t.synthesis, "listing_s": t.listing, "checkpoint_reads_s": t.validate,

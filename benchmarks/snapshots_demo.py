@@ -23,7 +23,6 @@ The paper's claim (DGN-AM supplement): image quality tracks validation accuracy.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess

@@ -38,7 +38,7 @@ from models.errors import UserInputError
 from .dispatch import ACTOR_OPTIONS, Inline
 
 __all__ = ["Placement", "Pool", "start_pool", "init_ray", "resolve_address", "runs_inline", "DEVICES",
-           "START_S", "placement_of"]
+           "START_S", "placement_of", "is_local"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # outputs and environments: never shipped to a cluster
@@ -109,7 +109,7 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _is_local(address: str) -> bool:
+def is_local(address: str) -> bool:
     return address in ("", "local", "local-ray", "inline")
 
 
@@ -139,7 +139,7 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
-    if _is_local(address or "local"):
+    if is_local(address or "local"):
         _loopback_only()
         # address="local": a new instance always. Without it Ray joins whatever RAY_ADDRESS or
         # /tmp/ray/ray_current_cluster names, and a cluster that died without cleaning up makes it hang.
@@ -172,6 +172,13 @@ class Pool:
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
 
+    def stop(self) -> None:
+        """End the actors now (not when their handles are collected), so that a command run next in the same
+        process (the demo runs several) gets the CPUs and GPUs at once; an Inline actor ends with this pool."""
+        for actor in self.actors:
+            if not isinstance(actor, Inline):
+                ray.kill(actor)
+
     def grow(self) -> list:
         """New actors for GPUs that joined since the last look (at most every few seconds), up to --actors;
         the caller waits for their `ping` before giving them work."""
@@ -199,7 +206,7 @@ def start_pool(cls: type, args: tuple, kwargs: dict, placement: Placement, log: 
         log(f"actors: 1 on {pool.device}, {pool.where}")
         return pool
     init_ray(address)
-    local = _is_local(address)
+    local = is_local(address)
     where = "this machine only (--address local)" if local else f"the Ray cluster at {address}"
     gpus = ray.cluster_resources().get("GPU", 0)
     if placement.device == "cpu" or (placement.device == "auto" and local and not gpus):

@@ -2,15 +2,27 @@
 
 Takes every flag of `atlas`, plans the run exactly as `atlas` would (the same validation, the same keys), and
 prints per layer and in total: items, items already done under --out, bytes it will write, and the time it
-will take on this device and on N actors of this kind. Writes nothing anywhere.
+will take on the run's device and on N actors of this kind. Writes nothing under --out.
 
-Time comes from a calibration on this process's device: per layer, one batch of the run's own batch size
-(fewer when the layer has fewer items) runs two warm-up steps, then `--calibration-steps` steps, timed; a
-layer's time is its batches x steps x the measured seconds per batch-step. N actors divide the time of the
-batches (a run has at least one batch per layer and actor), and the fixed start-up of a run (Ray, actors,
-model load; `--startup-s`, 15 s by default, measured on this 2-core machine) is added once. Bytes come from
-writing the calibration batch through the real sink into a counting store (PNGs of partly optimized images:
-their size is that of the final ones within a few per cent). `--no-calibrate` prints items and done only.
+Time comes from a calibration where the run's actors run, not on this process's device (pipelines/
+calibration.py): one actor is started through `cluster.start_pool` with the run's placement (`--address`,
+`--device`, `--wait-gpus`; one actor): in this process for a local run, a GPU actor on a worker for a
+cluster (`plan --address auto` on a CPU head times a GPU). Per layer, one batch of the batch size a run uses on
+that device (fewer items when the layer has fewer) runs two warm-up steps, then `--calibration-steps` steps,
+timed inside the actor; a layer's time is its batches x steps x the measured seconds per batch-step. N actors
+divide the time of the batches (a run has at least one batch per layer and actor), and the fixed start-up of
+a run (Ray, actors, model load; `--startup-s`, 15 s by default, measured on this 2-core machine) is added
+once. Bytes come from writing the calibration batch through the real sink into a counting store (PNGs of
+partly optimized images: their size is that of the final ones within a few per cent). `--no-calibrate`
+prints items and done only.
+
+`--calibration FILE` takes the figures from a file instead and starts no actor: the output of
+`plan --json > FILE` run on a GPU worker (or as `plan --address auto`), whose per-layer
+`seconds_per_batch_step` and `bytes_per_item` hold for its device and batch size. Layers the file lacks are
+uncalibrated (a note says which); where the run's batch of a layer differs from the file's, its seconds are
+scaled linearly per item (a note says so; on a GPU that overestimates a larger batch). With `--no-calibrate`
+the batch size follows the device the placement would give (`--device`; auto: a GPU on a joined cluster or
+where torch sees one).
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+
+from .calibration import Calibration
 
 __all__ = ["add_subcommand", "add_dry_run_flags", "run", "estimate", "LayerPlan"]
 
@@ -35,6 +49,7 @@ class LayerPlan:
     batches: int = 0
     seconds_per_batch_step: float | None = None
     bytes_per_item: float | None = None
+    batch_items: int = 0  # items of one of its batches, the one its seconds_per_batch_step are for
 
     @property
     def todo(self) -> int:
@@ -72,6 +87,7 @@ class Estimate:
                 "calibration_s": round(self.calibration_s, 2), "startup_s": self.startup_s,
                 "layers": [{"layer": lp.layer, "items": lp.items, "done": lp.done, "todo": lp.todo,
                             "batches": lp.batches, "seconds_per_batch_step": lp.seconds_per_batch_step,
+                            "bytes_per_item": lp.bytes_per_item, "batch_items": lp.batch_items,
                             "bytes": None if lp.bytes_per_item is None else round(lp.bytes_per_item * lp.todo),
                             "seconds_one_actor": None if lp.seconds_per_batch_step is None else round(
                                 lp.seconds_per_batch_step * self.steps * lp.batches, 2)}
@@ -82,28 +98,14 @@ class Estimate:
                 "notes": self.notes}
 
 
-class _CountingStore:
-    """A store that only counts the bytes written to it (the sink's writes, measured without any I/O)."""
-
-    def __init__(self):
-        self.bytes = 0
-
-    def write_bytes(self, rel: str, data: bytes, content_type: str | None = None) -> None:
-        self.bytes += len(data)
-
-
 def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: int = 5, startup_s: float = 15.0,
-             actors: tuple[int, ...] = DEFAULT_ACTORS, log=print) -> Estimate:
-    """The Estimate of plan `p` (pipelines/spec.py) given the keys already `done` (module docstring)."""
-    import torch
-
-    from tasks.actor import Batch, SynthesisActor, pick_device
-
+             actors: tuple[int, ...] = DEFAULT_ACTORS, calibration: Calibration | None = None, log=print) -> Estimate:
+    """The Estimate of plan `p` (pipelines/spec.py) given the keys already `done` (module docstring): figures from
+    `calibration` when given (nothing runs), else measured on one actor placed as the run's (`calibrate`), else
+    none. Raises UserInputError where the run could not start its actors."""
+    from .calibration import expected_device, measure, sample_batch
     from .runner import atlas_batch_size
-    from .sink import write_batch
 
-    device = pick_device()
-    batch_size = atlas_batch_size(p.spec.batch_size, device.type == "cuda")
     items_of: dict[str, int] = {}
     todo_of: dict[str, list] = {}
     for key, item in p.items:
@@ -111,30 +113,36 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
         todo = todo_of.setdefault(key.layer, [])
         if key.as_tuple() not in done:
             todo.append((key, item))
+    cal = calibration
+    if cal is None and calibrate:
+        cal = measure(p, todo_of, calibration_steps, log)
+    device = cal.device if cal else expected_device(p.spec.placement, log)
+    batch_size = atlas_batch_size(p.spec.batch_size, device.startswith("cuda"))
     layers = [LayerPlan(layer, n, n - len(todo_of[layer]), math.ceil(len(todo_of[layer]) / batch_size))
               for layer, n in items_of.items()]
-    est = Estimate(layers, p.spec.steps, batch_size, str(device), startup_s=startup_s, actors=actors)
-    if not calibrate:
+    est = Estimate(layers, p.spec.steps, batch_size, device, startup_s=startup_s, actors=actors)
+    if cal is None:
         return est
-    t0 = time.perf_counter()
-    actor = SynthesisActor(p.spec.net, device=str(device), code_upper=p.code_upper)
-    for lp in layers:
-        if not lp.todo:
+    est.calibration_s = cal.seconds
+    scaled, missing = [], []
+    for lp in (lp for lp in layers if lp.todo):
+        fig = cal.layers.get(lp.layer)
+        if fig is None:
+            missing.append(lp.layer)
             continue
-        todo = todo_of[lp.layer]
-        batch = [kv for kv in todo if kv[0].partition() == todo[0][0].partition()][:batch_size]  # one snapshot
-        work = Batch(tuple(w for _, w in batch), p.spec.config, 2, p.spec.objective)
-        actor.run(work)  # warm-up: first-call allocations and kernel choices
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        s = time.perf_counter()
-        result = actor.run(Batch(work.items, work.config, calibration_steps, work.objective))
-        lp.seconds_per_batch_step = (time.perf_counter() - s) / calibration_steps
-        counter = _CountingStore()
-        write_batch(counter, [k for k, _ in batch], result.results, p.spec.steps, result.device)
-        lp.bytes_per_item = counter.bytes / len(batch)
-        log(f"calibrated {lp.layer}: {lp.seconds_per_batch_step * 1000:.1f} ms per step of a batch of {len(batch)}")
-    est.calibration_s = time.perf_counter() - t0
+        lp.batch_items = len(sample_batch(todo_of[lp.layer], batch_size))
+        lp.seconds_per_batch_step, lp.bytes_per_item = fig.seconds_for(lp.batch_items), fig.bytes_per_item
+        if lp.batch_items != fig.items:
+            scaled.append(f"{lp.layer} {fig.items} -> {lp.batch_items}")
+    if cal.source:
+        est.notes.append(f"figures from --calibration {cal.source} (device {cal.device}, batch {cal.batch_size}); "
+                         "nothing was calibrated")
+    if missing:
+        est.notes.append(f"not in --calibration {cal.source}, so uncalibrated: {', '.join(missing)}")
+    if scaled:
+        est.notes.append("seconds scaled linearly per item from the file's batch to the run's (seconds_per_batch_"
+                         f"step x run batch / file batch; a GPU's time grows less, so this overestimates it): "
+                         f"{', '.join(scaled)}")
     if any(lp.todo > batch_size and lp.todo % batch_size for lp in layers):  # a lone partial batch was timed as is
         est.notes.append("a layer's last batch is partly full and is counted as a full one")
     return est
@@ -184,6 +192,8 @@ def add_dry_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the estimate as JSON")
     g.add_argument("--calibration-steps", type=int, default=5, help="timed steps per layer (after a warm-up)")
     g.add_argument("--no-calibrate", action="store_true", help="items and done only; no time or bytes")
+    g.add_argument("--calibration", metavar="FILE", help="per-layer figures from FILE instead of calibrating: the "
+                   "output of 'plan --json > FILE' on the run's device (a GPU worker, or plan --address auto)")
     g.add_argument("--startup-s", type=float, default=15.0, help="fixed start-up of a run added to the time")
     g.add_argument("--estimate-actors", default="1,4,16", help="actor counts to estimate the time for")
 
@@ -276,6 +286,7 @@ def run(args: argparse.Namespace, snapshots: bool = False) -> int:
     from .spec import plan
 
     estimate_actors(args)  # bad plan flags fail before anything is loaded
+    cal = calibration_of(args)
     if snapshots:
         from .snapshots.snapshots_cmd import spec_from_args as snapshot_spec
 
@@ -284,7 +295,21 @@ def run(args: argparse.Namespace, snapshots: bool = False) -> int:
     else:
         p = plan(spec_from_args(args))
     done = done_keys(p.spec.store(), partitions={k.partition() for k, _ in p.items})
-    return print_estimate(args, lambda **kw: estimate(p, done, calibration_steps=args.calibration_steps, **kw))
+    return print_estimate(args, lambda **kw: estimate(p, done, calibration_steps=args.calibration_steps,
+                                                      calibration=cal, **kw), takes_calibration=True)
+
+
+def calibration_of(args: argparse.Namespace) -> Calibration | None:
+    """The figures of --calibration (None without it); UserInputError for a bad file or with --no-calibrate."""
+    from models.errors import UserInputError
+
+    from .calibration import read_calibration
+
+    if not args.calibration:
+        return None
+    if args.no_calibrate:
+        raise UserInputError("--calibration and --no-calibrate: give one (--no-calibrate uses no figures)")
+    return read_calibration(args.calibration)
 
 
 def estimate_actors(args: argparse.Namespace) -> tuple[int, ...]:
@@ -302,9 +327,14 @@ def estimate_actors(args: argparse.Namespace) -> tuple[int, ...]:
     return actors
 
 
-def print_estimate(args: argparse.Namespace, make) -> int:
-    """Validate the plan flags, call `make(calibrate=, startup_s=, actors=, log=)` and print its Estimate."""
+def print_estimate(args: argparse.Namespace, make, *, takes_calibration: bool = False) -> int:
+    """Validate the plan flags, call `make(calibrate=, startup_s=, actors=, log=)` and print its Estimate;
+    --calibration is a UserInputError unless `make` uses it (`takes_calibration`: atlas and snapshots plans)."""
+    from models.errors import UserInputError
+
     actors = estimate_actors(args)
+    if getattr(args, "calibration", None) and not takes_calibration:
+        raise UserInputError("--calibration is for atlas and snapshots plans; a top-k plan calibrates here")
     est = make(calibrate=not args.no_calibrate, startup_s=args.startup_s, actors=actors,
                log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(est.as_dict(), indent=1) if args.json else text(est))

@@ -284,13 +284,13 @@ class SynthesisActor(DeviceActor):
             diversity = Diversity(weight, gram_layer, groups_of([w.unit for w in batch.items]))
         with Capture(self.synthesis_net(layers), layers, model_name=self.spec.model,
                      layouts=self.target.layouts) as cap:
-            result = optimize(param, objective, self._forward(cap), batch.steps, batch.config.rule,
+            result = optimize(param, objective, self._net_forward(cap), batch.steps, batch.config.rule,
                               views=views, diversity=diversity)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return BatchResult(self._item_results(batch, result), time.perf_counter() - t0, str(self.device), load_s)
 
-    def _forward(self, cap: Capture):
+    def _net_forward(self, cap: Capture):
         """images in [0, 1] -> the captured activations; with `precision` bf16 the net runs under bf16 autocast
         and its activations come back as fp32 (the render's FFT and sigmoid, the objectives and the
         quantization stay fp32: they run outside)."""

@@ -91,6 +91,11 @@ class DeviceActor:
             keep_freed_memory()  # every step reallocates the same tensors: no page faults (models/host_memory.py)
         return True
 
+    @property
+    def usable(self) -> bool:
+        """Whether the device opened (False: the constructor loaded nothing and `ping` raises why)."""
+        return self._unusable is None
+
     def ping(self) -> str:
         """The actor's device; the driver's first call, and how it learns that a restarted actor is back."""
         if self._unusable is not None:

@@ -34,7 +34,7 @@ from ..runner import start_actors
 from ..sink import parquet_bytes
 from ..spec import plan
 from .plan import VideoPlan, VideoSpec, load, selected_layers, video_net_spec
-from .run import stop_actors, video_record
+from .run import video_record
 from .sources import list_videos, read_video
 
 __all__ = ["OrderSummary", "run_order", "SHARD"]
@@ -94,9 +94,9 @@ def run_order(spec: VideoSpec, videos_uri: str, *, log=print) -> OrderSummary:
         progress.update(len(shard))
 
     try:
-        dispatch(pool.actors, shards, submit, on_result, log)
+        dispatch(pool.actors, shards, submit, on_result, log, grow=pool.pool.grow)
     finally:
-        stop_actors(pool)
+        pool.pool.stop()
     progress.close()
     common = {"model": base.model_slug, "snapshot": base.snapshot, "videos": vs.uri, "time_pool": v.time_pool,
               "shuffles": v.shuffles, "order_seed": v.order_seed, "run_id": run_id}

@@ -24,24 +24,12 @@ from ..runner import RunSummary, compact_partitions, make_batches, remaining, ru
 from .outputs import done_video_keys, write_videos
 from .plan import VideoPlan
 
-__all__ = ["run_video", "video_batch_size", "video_record", "stop_actors"]
+__all__ = ["run_video", "video_batch_size", "video_record"]
 
 
 def video_batch_size(requested: int | None, pool_default: int, frames: int) -> int:
     """--batch-size, else about 512 frames per batch on a GPU (whose image batch is 64), 64 on a CPU."""
     return requested or max(1, (512 if pool_default >= 64 else 64) // frames)
-
-
-def stop_actors(pool) -> None:
-    """End a pool's actors now (not when their handles are collected), so that a command run next in the same
-    process (the demo runs several) gets the CPUs at once."""
-    import ray
-
-    from ..dispatch import Inline
-
-    for actor in pool.actors:
-        if not isinstance(actor, Inline):  # an actor in this process ends with its last reference
-            ray.kill(actor)
 
 
 def video_record(vp: VideoPlan, command: str = "video") -> dict:
@@ -84,9 +72,9 @@ def run_video(vp: VideoPlan, *, log=print) -> RunSummary:
             progress.update(len(batch))
 
         try:
-            dispatch(pool.actors, make_batches(todo, batch_size), submit, on_result, log)
+            dispatch(pool.actors, make_batches(todo, batch_size), submit, on_result, log, grow=pool.pool.grow)
         finally:
-            stop_actors(pool)
+            pool.pool.stop()
     progress.close()
     summary = RunSummary(len(plan.items), skipped, totals["written"], time.perf_counter() - t0, totals["synth_s"],
                          len(pool.actors))

@@ -92,6 +92,8 @@ class VideoActor(SynthesisActor):
 
     def __init__(self, spec: NetSpec, **kwargs):
         super().__init__(spec, **kwargs)
+        if not self.usable:
+            return  # its first ping raises why (tasks/device.DeviceActor)
         self.video_net = trace_video(self.target.net, self.preprocessing.size, spec.model, self.device)
 
     def _forward(self, layers, video: VideoConfig, truncate: bool = True) -> VideoForward:
