@@ -18,6 +18,7 @@ import tomllib
 from models.errors import StorageError, UserInputError
 
 from . import atlas_cmd, compact_cmd, plan_cmd
+from . import doctor
 from .snapshots import snapshots_cmd
 from .report import report_cmd
 from .topk import nearest_cmd, topk_cmd
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import import_caffe
 
     import_caffe.add_subcommand(sub)
+    doctor.add_subcommand(sub)
 
     p = sub.add_parser("train-generator", help="train a generator prior that inverts a layer of an encoder")
     p.add_argument("--generator", default="mnv2-pool", help="generator architecture (registry name)")
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                    "train-generator": _cmd_train_generator, "import-caffe": _cmd_import_caffe,
                    "inverse": _cmd_inverse, "topk": topk_cmd.run, "nearest": nearest_cmd.run,
                    "snapshots": snapshots_cmd.run, "report": report_cmd.run,
-                   "video": video_cmd.run}[args.command]
+                   "video": video_cmd.run, "doctor": doctor.run}[args.command]
         return handler(args)
     except StorageError as e:  # persistent storage fault: files already written stay valid
         print(f"neuron-atlas: error: {_line(e)}; files already written are complete, rerun to resume",

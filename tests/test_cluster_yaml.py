@@ -1,7 +1,9 @@
 """cluster.yaml validates against the cluster-config JSON schema that ships inside the ray package, and has
-the shape the deployment needs: a CPU head that takes no tasks, spot GPU workers, install + S3 access."""
+the shape the deployment needs: a CPU head that takes no tasks, spot GPU workers, install + S3 access, an image
+whose NVIDIA driver runs torch's CUDA build, and a head where commands join the cluster by default."""
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -32,3 +34,20 @@ def test_cluster_yaml_shape():
     assert 0 <= gpu[0]["min_workers"] <= gpu[0]["max_workers"]
     assert all("IamInstanceProfile" in t["node_config"] for t in types.values())
     assert any("pip install" in c and "neuron-atlas" in c for c in cfg["setup_commands"])
+
+
+def test_every_node_boots_an_image_whose_driver_fits_torchs_cuda_build():
+    cfg = load()
+    text = (ROOT / "cluster.yaml").read_text()
+    for name, t in cfg["available_node_types"].items():
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", t["node_config"].get("ImageId", "")), name
+    # how to get the region's current id, and which driver it must have, are written next to it
+    assert "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)" in text and "describe-images" in text
+    assert "580" in text and "CUDA 13.0" in text
+
+
+def test_commands_on_the_head_join_the_cluster_and_the_header_starts_with_doctor():
+    cfg = load()
+    assert any("export RAY_ADDRESS=auto" in c and "~/.bashrc" in c for c in cfg["head_setup_commands"])
+    header = [ln for ln in (ROOT / "cluster.yaml").read_text().splitlines() if ln.startswith("#")][:8]
+    assert any("neuron-atlas doctor --address auto" in ln for ln in header), header

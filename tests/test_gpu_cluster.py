@@ -22,8 +22,10 @@ def _cluster(gpu_nodes: int):
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **LOOPBACK})
-    for _ in range(gpu_nodes):
-        c.add_node(num_cpus=1, num_gpus=1, **LOOPBACK)
+    for i in range(gpu_nodes):
+        # a runtime-env folder per node, as on separate machines: nodes sharing one re-extract the job's
+        # working_dir over each other, killing workers that start meanwhile
+        c.add_node(num_cpus=1, num_gpus=1, runtime_env_dir_name=f"runtime_resources_{i + 1}", **LOOPBACK)
     c.wait_for_nodes()
     return c
 
