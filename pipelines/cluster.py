@@ -202,7 +202,7 @@ def start_pool(cls: type, args: tuple, kwargs: dict, placement: Placement, log: 
     address = resolve_address(placement.address, log)
     if runs_inline(address, placement.actors, placement.device):
         actor = cls(*args, **kwargs, device=None if placement.device == "auto" else placement.device)
-        pool = Pool([Inline(actor)], actor.ping(), "this machine only, in this process (--address local)")
+        pool = Pool([Inline(actor)], actor.ping(), f"this machine only, in this process (--address {address})")
         log(f"actors: 1 on {pool.device}, {pool.where}")
         return pool
     init_ray(address)
