@@ -33,7 +33,8 @@ from models.loading import BUILT_WEIGHTS
 from models.weights import load_into, read_weights
 
 from ..manifest import run_record, utc_now, write_manifest
-from ..runner import ActorPool, compact_partitions, run_id_of, start_actors, synthesize, whole_groups
+from ..runner import (ActorPool, compact_partitions, memory_batch_size, run_id_of, start_actors, synthesize,
+                      whole_groups)
 from ..sink import done_keys
 from ..spec import AtlasSpec, plan
 from .checkpoints import Checkpoint, Prefix, StepSelection, compile_pattern, find_checkpoints
@@ -200,7 +201,9 @@ class Sweep:
             self.base.spec.init_photos.write(self.store)
         if self.pool is None:
             net = replace(self.base.spec.net, weights=BUILT_WEIGHTS)
-            self.pool = start_actors(self.base.spec, self.base.code_upper, net=net)
+            self.pool = start_actors(self.base.spec, self.base.code_upper, net=net, log=self.log)
+            if self.base.spec.batch_size is None:  # a GPU's batch from its memory (pipelines/runner.py)
+                self.pool.batch_size = memory_batch_size(self.pool, self.base.spec, todo, self.log)
         result = synthesize(self.pool, self.base.spec, self.store, todo, log=self.log, weights=weights,
                             on_batch=self._on_batch, on_error=self._on_actor_error, skip=frozenset(self._rewrite))
         self._rewrite.clear()
