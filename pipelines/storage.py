@@ -9,7 +9,10 @@ models/storage_client.py, so one hanging attempt cannot outlast the retry budget
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
+import time
 import uuid
 from typing import Any, Mapping
 
@@ -20,6 +23,7 @@ from models.storage_client import url_to_fs
 __all__ = ["Store"]
 
 TMP_MARK = ".tmp-"
+STALE_S = 3600.0  # a temporary file this old is stale whoever wrote it (a write takes seconds, not an hour)
 
 
 class Store:
@@ -48,7 +52,7 @@ class Store:
         full = self.path(rel)
         if self.local:
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            tmp = f"{full}{TMP_MARK}{uuid.uuid4().hex}"
+            tmp = f"{full}{TMP_MARK}{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex}"
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, full)
@@ -92,14 +96,21 @@ class Store:
                            for p, info in found.items() if p.endswith(suffix) and TMP_MARK not in p))
 
     def remove_stale_temporaries(self) -> int:
-        """Delete temporary files a killed writer left behind (local roots only); returns how many."""
+        """Delete temporary files that killed writers left behind (local roots only); returns how many.
+
+        Several commands may write under one root at once (a cron sweep, a watcher, a compaction), so a
+        temporary file is removed only when it is provably stale (`is_stale`): never another live writer's."""
         if not self.local or not os.path.isdir(self.root):
             return 0
-        n = 0
+        n, now = 0, time.time()
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if TMP_MARK in name:
-                    os.remove(os.path.join(dirpath, name))
+                path = os.path.join(dirpath, name)
+                if TMP_MARK in name and is_stale(path, now):
+                    try:
+                        os.remove(path)
+                    except FileNotFoundError:  # its writer renamed it, or another command removed it
+                        continue
                     n += 1
         return n
 
@@ -119,6 +130,34 @@ class Store:
         probe = f".neuron-atlas-probe-{uuid.uuid4().hex}"
         self.write_bytes(probe, b"")
         with_retries(lambda: self.fs.rm_file(self.path(probe)), self._uri(probe), self.retry)
+
+
+def is_stale(path: str, now: float | None = None) -> bool:
+    """Whether a temporary file (`<name>.tmp-<host>-<pid>-<random>`, as `Store.write_bytes` names them) is
+    no one's any more: its writer was a process of this host that has exited, or it is older than `STALE_S`
+    (a writer on another host sharing the folder, a reused pid, or a name from before owners were recorded)."""
+    owner = path.rsplit(TMP_MARK, 1)[-1].split("-")
+    if len(owner) == 3 and owner[0] == _host_tag() and owner[1].isdigit() and not _alive(int(owner[1])):
+        return True
+    try:
+        return (time.time() if now is None else now) - os.path.getmtime(path) > STALE_S
+    except FileNotFoundError:
+        return False
+
+
+def _host_tag() -> str:
+    """This host, as 8 hex digits (a hostname may hold '-' or characters a file name should not)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _content_type_kwargs(fs, content_type: str | None) -> dict:

@@ -1,4 +1,7 @@
 import errno
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -6,7 +9,7 @@ import pytest
 from models.errors import StorageError
 from models.retry import RetryPolicy, is_transient, with_retries
 from models.storage_client import bounded_options, url_to_fs
-from pipelines.storage import Store
+from pipelines.storage import STALE_S, Store, _host_tag, is_stale
 from tests.s3server import FlakyProxy, free_port
 
 
@@ -65,13 +68,38 @@ def test_bugs_are_not_swallowed():
         with_retries(bug, "s3://b/k")
 
 
+def _exited_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
     store = Store(str(tmp_path))
     store.write_bytes("units/a/part-1.parquet", b"x")
-    (tmp_path / "units" / "a" / "part-2.parquet.tmp-deadbeef").write_bytes(b"half")
+    (tmp_path / "units" / "a" / f"part-2.parquet.tmp-{_host_tag()}-{_exited_pid()}-beef").write_bytes(b"half")
     assert store.find("units") == ["units/a/part-1.parquet"]
     assert store.remove_stale_temporaries() == 1
     assert sorted(p.name for p in (tmp_path / "units" / "a").iterdir()) == ["part-1.parquet"]
+
+
+def test_only_provably_stale_temporaries_are_removed(tmp_path):
+    """Commands that share --out clean up only what no live writer owns: a live process of this host keeps its
+    file; a file of another host, or of an older name, is removed only after STALE_S."""
+    d = tmp_path / "units"
+    d.mkdir()
+    live = d / f"a.parquet.tmp-{_host_tag()}-{os.getpid()}-1"
+    dead = d / f"b.parquet.tmp-{_host_tag()}-{_exited_pid()}-2"
+    elsewhere, old_elsewhere = d / "c.parquet.tmp-0badc0de-17-3", d / "d.parquet.tmp-0badc0de-17-4"
+    legacy, old_legacy = d / "e.parquet.tmp-deadbeef", d / "f.parquet.tmp-cafe"
+    for f in (live, dead, elsewhere, old_elsewhere, legacy, old_legacy):
+        f.write_bytes(b"half")
+    hour_ago = time.time() - STALE_S - 60
+    for f in (old_elsewhere, old_legacy):
+        os.utime(f, (hour_ago, hour_ago))
+    assert Store(str(tmp_path)).remove_stale_temporaries() == 3
+    assert sorted(p.name for p in d.iterdir()) == sorted(f.name for f in (live, elsewhere, legacy))
+    assert not is_stale(str(d / "gone.tmp-x")), "a file removed meanwhile is nobody's to remove"
 
 
 def test_the_budget_runs_from_the_first_failed_attempt_and_no_attempt_starts_after_it():
