@@ -84,7 +84,8 @@ def bench_plan(seeds: int, env: dict, out: str, log) -> dict:
 
 
 def bench_overhead(seeds: int, out: str, options: dict, log) -> dict:
-    from pipelines.runner import init_ray, start_actors, synthesize
+    from pipelines.cluster import init_ray
+    from pipelines.runner import start_actors, synthesize
     from pipelines.spec import AtlasSpec, plan
     from tasks.actor import NetSpec
     from tasks.image_am import ImageAMConfig

@@ -27,7 +27,7 @@ from typing import Any
 
 from models.errors import UserInputError
 
-__all__ = ["Figures", "Calibration", "measure", "read_calibration", "sample_batch", "expected_device"]
+__all__ = ["Figures", "Calibration", "measure", "read_calibration"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,6 @@ class _CountingStore:
         self.bytes += len(data)
 
 
-def sample_batch(todo: list[tuple[Any, Any]], batch_size: int) -> list[tuple[Any, Any]]:
-    """The batch a layer is timed on: its first to-do (key, item) pairs of one partition (one snapshot), at most
-    `batch_size` of them. `todo` must not be empty."""
-    first = todo[0][0].partition()
-    return [kv for kv in todo if kv[0].partition() == first][:batch_size]
-
-
 def measure(p, todo_of: dict[str, list], steps: int, log: Callable[[str], None] = print) -> Calibration:
     """Calibrate plan `p` (pipelines/spec.Plan) on one actor placed as the run's would be (module docstring), for
     each layer of `todo_of` (layer -> its to-do (key, item) pairs) that has work; the actor is stopped after.
@@ -86,7 +79,7 @@ def measure(p, todo_of: dict[str, list], steps: int, log: Callable[[str], None] 
 
     from . import cluster
     from .dispatch import call
-    from .runner import atlas_batch_size
+    from .runner import atlas_batch_size, first_of_partition
     from .sink import write_batch
 
     t0 = time.perf_counter()
@@ -100,7 +93,7 @@ def measure(p, todo_of: dict[str, list], steps: int, log: Callable[[str], None] 
         for layer, todo in todo_of.items():
             if not todo:
                 continue
-            batch = sample_batch(todo, batch_size)
+            batch = first_of_partition(todo, batch_size)
             work = Batch(tuple(w for _, w in batch), p.spec.config, 2, p.spec.objective)
             call(actor, "run", work)  # warm-up: first-call allocations, kernel choices, the folded net
             result = call(actor, "run", replace(work, steps=steps))
@@ -112,19 +105,6 @@ def measure(p, todo_of: dict[str, list], steps: int, log: Callable[[str], None] 
     finally:
         pool.stop()
     return Calibration(device, batch_size, figures, seconds=time.perf_counter() - t0)
-
-
-def expected_device(placement, log: Callable[[str], None] = print) -> str:
-    """The device type ("cuda", "cpu") a run's actors would get with `placement` (pipelines/cluster.py's rules),
-    without starting one: --device as given; auto: cuda on a joined cluster or where torch sees a GPU."""
-    import torch
-
-    from .cluster import is_local, resolve_address
-
-    if placement.device != "auto":
-        return placement.device
-    joined = not is_local(resolve_address(placement.address, log))
-    return "cuda" if joined or torch.cuda.is_available() else "cpu"
 
 
 def _number(x: Any) -> float:

@@ -15,9 +15,9 @@ through `start_pool`, so these rules hold everywhere:
   them: `--actors` beyond the GPUs present starts what fits now and adds the rest as GPUs join
   (`Pool.grow`, called by `dispatch`), and a `--gpus-per-actor` larger than every node's GPUs is one line,
   never a hang.
-- **Loud failures.** A GPU actor whose torch cannot use CUDA raises `DeviceError` in its constructor
-  (tasks/actor.open_device); the pool waits for every first actor's `ping` (bounded) before any work, so
-  such a run stops with that one line, exit 2, having written nothing.
+- **Loud failures.** A GPU actor whose torch cannot use CUDA loads nothing and raises `DeviceError` from its
+  first `ping` (tasks/device.DeviceActor); the pool waits for every first actor's `ping` (bounded) before any
+  work, so such a run stops with that one line, exit 2, having written nothing.
 """
 
 from __future__ import annotations
@@ -35,17 +35,16 @@ import torch
 
 from models.errors import UserInputError
 
-from .dispatch import ACTOR_OPTIONS, Inline
+from .dispatch import ACTOR_OPTIONS, START_S, Inline
 
 __all__ = ["Placement", "Pool", "start_pool", "init_ray", "resolve_address", "runs_inline", "DEVICES",
-           "START_S", "placement_of", "is_local"]
+           "placement_of", "is_local", "expected_device"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # outputs and environments: never shipped to a cluster
 _SHIP_EXCLUDES = [".git", ".venv", "atlas-out", "**/__pycache__", "*.egg-info", ".pytest_cache", "docs",
                   ".bench-deps", "snapshots-demo", "video-demo-out", "dgn-demo-out", "every-neuron-out", "build"]
 DEVICES = ("auto", "cpu", "cuda")
-START_S = 900.0  # the longest an actor may take from placement to its first ping (runtime env, model load)
 _POLL_S = 2.0  # how often a wait for GPUs looks at the cluster
 
 
@@ -107,6 +106,16 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+def expected_device(placement: Placement, log: Callable[[str], None] = print) -> str:
+    """The device type ("cuda", "cpu") the actors of `placement` would get, without starting one (what `plan
+    --no-calibrate` sizes batches for): --device as given; auto: cuda on a joined cluster or where torch sees
+    a GPU, as `start_pool` decides."""
+    if placement.device != "auto":
+        return placement.device
+    joined = not is_local(resolve_address(placement.address, log))
+    return "cuda" if joined or torch.cuda.is_available() else "cpu"
 
 
 def is_local(address: str) -> bool:

@@ -26,10 +26,11 @@ from ray.exceptions import RayError, RayTaskError
 
 from models.errors import DeviceError, StorageError, UserInputError
 
-__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline", "creation_error", "user_error", "call"]
+__all__ = ["dispatch", "ACTOR_OPTIONS", "QUEUE_DEPTH", "Inline", "creation_error", "user_error", "call", "START_S"]
 
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 QUEUE_DEPTH = 2  # jobs queued per actor
+START_S = 900.0  # the longest an actor may take from placement to its first ping (runtime env, model load)
 _POLL_S = 5.0  # how often the loop looks for new actors and overdue ones while it waits
 
 
@@ -66,7 +67,7 @@ def call(actor: Any, method: str, *args) -> Any:
 
 def dispatch(actors: Sequence[Any], jobs: Sequence[Any], submit: Callable[[Any, Any], Any],
              on_result: Callable[[Any, Any], None], log: Callable[[str], None] = print, *,
-             grow: Callable[[], list] | None = None, start_s: float = 900.0) -> None:
+             grow: Callable[[], list] | None = None, start_s: float = START_S) -> None:
     """Run every job on some actor: `submit(actor, job)` returns an ObjectRef; `on_result(job, value)`.
     Over Inline actors, each job runs in this process as it is submitted.
 

@@ -25,7 +25,7 @@ import json
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from models.errors import DeviceError, UserInputError
@@ -261,9 +261,7 @@ def _start_actor(placement: Placement, address: str, log: Callable[[str], None])
     from . import cluster
 
     try:
-        pool = cluster.start_pool(DoctorActor, (), {}, cluster.Placement(
-            address=address, actors=1, gpus_per_actor=placement.gpus_per_actor, device=placement.device,
-            wait_gpus=placement.wait_gpus), log)
+        pool = cluster.start_pool(DoctorActor, (), {}, replace(placement, address=address, actors=1), log)
     except UserInputError as e:
         return ActorReport(error=str(e), cuda_unusable=isinstance(e, DeviceError))
     actor = pool.actors[0]

@@ -103,8 +103,9 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
     """The Estimate of plan `p` (pipelines/spec.py) given the keys already `done` (module docstring): figures from
     `calibration` when given (nothing runs), else measured on one actor placed as the run's (`calibrate`), else
     none. Raises UserInputError where the run could not start its actors."""
-    from .calibration import expected_device, measure, sample_batch
-    from .runner import atlas_batch_size
+    from .calibration import measure
+    from .cluster import expected_device
+    from .runner import atlas_batch_size, first_of_partition
 
     items_of: dict[str, int] = {}
     todo_of: dict[str, list] = {}
@@ -130,7 +131,7 @@ def estimate(p, done: set[tuple], *, calibrate: bool = True, calibration_steps: 
         if fig is None:
             missing.append(lp.layer)
             continue
-        lp.batch_items = len(sample_batch(todo_of[lp.layer], batch_size))
+        lp.batch_items = len(first_of_partition(todo_of[lp.layer], batch_size))
         lp.seconds_per_batch_step, lp.bytes_per_item = fig.seconds_for(lp.batch_items), fig.bytes_per_item
         if lp.batch_items != fig.items:
             scaled.append(f"{lp.layer} {fig.items} -> {lp.batch_items}")

@@ -17,17 +17,17 @@ from typing import Callable, Mapping
 
 from tasks.actor import Batch, BatchResult, NetSpec, SynthesisActor, WorkItem
 
-from .cluster import Pool, init_ray, runs_inline, start_pool
-from .dispatch import ACTOR_OPTIONS, call, dispatch
+from .cluster import Pool, start_pool
+from .dispatch import call, dispatch
 from .keys import ItemKey
 from .manifest import run_record, utc_now, write_manifest
 from .progress import Progress
 from .sink import done_keys, write_batch
 from .spec import AtlasSpec, Plan
 
-__all__ = ["RunSummary", "run_atlas", "make_batches", "ACTOR_OPTIONS", "init_ray", "ActorPool",
+__all__ = ["RunSummary", "run_atlas", "make_batches", "ActorPool",
            "Synthesized", "start_actors", "synthesize", "run_id_of", "remaining", "atlas_batch_size",
-           "compact_partitions", "runs_inline", "whole_groups"]
+           "compact_partitions", "whole_groups", "memory_batch_size", "batch_for_memory", "first_of_partition"]
 
 
 @dataclass
@@ -140,8 +140,7 @@ def memory_batch_size(pool: ActorPool, spec: AtlasSpec, todo: list[tuple[ItemKey
     free memory, at most `MAX_GPU_BATCH` items. A CPU pool keeps its batch size."""
     if not pool.pool.on_gpu or not todo:
         return pool.batch_size
-    first = [w for k, w in todo if k.partition() == todo[0][0].partition()][:4]
-    probe = Batch(tuple(first), spec.config, 2, spec.objective)
+    probe = Batch(tuple(w for _, w in first_of_partition(todo, 4)), spec.config, 2, spec.objective)
     measured = call(pool.actors[0], "memory_per_item", probe)
     if measured is None:
         return pool.batch_size
@@ -152,6 +151,13 @@ def memory_batch_size(pool: ActorPool, spec: AtlasSpec, todo: list[tuple[ItemKey
 
 
 MAX_GPU_BATCH = 512
+
+
+def first_of_partition(todo: list[tuple[ItemKey, WorkItem]], n: int) -> list[tuple[ItemKey, WorkItem]]:
+    """The first to-do (key, item) pairs of the first one's partition (one snapshot, one layer), at most `n`:
+    a batch to measure a run's cost or memory on. `todo` must not be empty."""
+    first = todo[0][0].partition()
+    return [kv for kv in todo if kv[0].partition() == first][:n]
 
 
 def batch_for_memory(per_item: float, free: float, fraction: float = 0.8, most: int = MAX_GPU_BATCH) -> int:

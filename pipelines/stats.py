@@ -148,7 +148,7 @@ def run_stats(spec: StatsSpec, log=print) -> RunningStats:
     """Validate, fan the shards out over Ray, merge exactly, write the three outputs; returns the stats."""
     import ray
 
-    from .runner import init_ray
+    from .cluster import init_ray
 
     if spec.k <= 0:
         raise UserInputError(f"--k {spec.k} must be positive")

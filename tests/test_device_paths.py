@@ -192,12 +192,12 @@ class _TaskRay:
 def test_stats_encodes_every_shard_on_a_gpu_it_asked_ray_for(monkeypatch, tmp_path):
     import ray
 
-    import pipelines.runner
+    import pipelines.cluster
     from pipelines.stats import StatsSpec, run_stats
 
     _images(tmp_path / "imgs")
     fake = _TaskRay(gpus=1.0)
-    monkeypatch.setattr(pipelines.runner, "init_ray", lambda address: None)
+    monkeypatch.setattr(pipelines.cluster, "init_ray", lambda address: None)
     for name in ("cluster_resources", "remote", "wait", "get"):
         monkeypatch.setattr(ray, name, getattr(fake, name))
     spec = StatsSpec(model="tinynet", weights="random", layer="features.2", images=str(tmp_path / "imgs"),
@@ -214,10 +214,10 @@ def test_stats_encodes_every_shard_on_a_gpu_it_asked_ray_for(monkeypatch, tmp_pa
 def test_stats_device_cuda_on_a_cluster_without_gpus_is_one_line(monkeypatch, tmp_path, capsys):
     import ray
 
-    import pipelines.runner
+    import pipelines.cluster
 
     _images(tmp_path / "imgs")
-    monkeypatch.setattr(pipelines.runner, "init_ray", lambda address: None)  # a cluster of CPUs only
+    monkeypatch.setattr(pipelines.cluster, "init_ray", lambda address: None)  # a cluster of CPUs only
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert main(["stats", "--model", "tinynet", "--weights", "random", "--layer", "features.2", "--images",
                  str(tmp_path / "imgs"), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2

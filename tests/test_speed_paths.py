@@ -12,7 +12,7 @@ from models.registry import NetEntry, register
 from models.units import Unit
 from pipelines.cli import main
 from pipelines.dispatch import Inline, dispatch
-from pipelines.runner import runs_inline
+from pipelines.cluster import runs_inline
 from pipelines.sink import read_units
 from pipelines.storage import Store
 from tasks.actor import Batch, NetSpec, SynthesisActor, WorkItem
